@@ -1,0 +1,202 @@
+"""params.yaml -> a typed, validated Config.
+
+Every key must be present and of the right type; unknown keys are refused. Errors name the key
+and the allowed values, and are raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from pix2pix.errors import Pix2PixError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    synthetic_count: int  # synthetic dataset: image/mask pairs generated (train + test)
+    val_fraction: float  # share of train carved out as val when the source has no val split
+    fit: Literal["crop", "pad"]  # non-square sources: resize shorter side + centre crop, or pad
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    ngf: int
+    ndf: int
+    norm: Literal["batch", "instance"]
+    d_layers: int
+    dropout: bool
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float
+    beta1: float
+    beta2: float
+    decay_epochs: int
+    gan_mode: Literal["vanilla", "lsgan"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    load_scale: float
+    flip: bool
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    log_every: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    grid_samples: int
+    generator_mode: Literal["paper", "eval"]
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    enabled: bool
+    tracking_uri: str
+    experiment: str
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str
+    direction: Literal["AtoB", "BtoA"]
+    image_size: int
+    epochs: int
+    batch_size: int
+    lambda_l1: float
+    seed: int
+    device: str
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig
+    augment: AugmentConfig
+    train: TrainConfig
+    eval: EvalConfig
+    mlflow: MlflowConfig
+
+
+def load_config(path: str | Path = "params.yaml", overrides: dict | None = None) -> Config:
+    """Read and validate params.yaml; `overrides` maps dotted keys to values (for tests and tools)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise Pix2PixError(f"{path}: not found; run from the project root or pass the path") from None
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise Pix2PixError(f"{path}: malformed YAML{where}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise Pix2PixError(f"{path}: expected a mapping of keys to values at the top level")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value, path)
+    cfg = _build(Config, raw, prefix="", source=path)
+    _check_values(cfg, path)
+    return cfg
+
+
+def flatten(cfg: Config) -> dict[str, object]:
+    """{"model.ngf": 64, ...}: every param under its dotted name."""
+    out: dict[str, object] = {}
+
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                out[f"{prefix}{f.name}"] = value
+
+    walk(cfg, "")
+    return out
+
+
+def _set_dotted(raw: dict, dotted: str, value, source: Path) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        raise Pix2PixError(f"{source}: cannot override '{dotted}': no such key")
+    node[leaf] = value
+
+
+def _build(cls, raw, prefix: str, source: Path):
+    if not isinstance(raw, dict):
+        raise Pix2PixError(f"{source}: '{prefix.rstrip('.')}' must be a mapping of keys")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise Pix2PixError(
+            f"{source}: unknown key '{prefix}{unknown[0]}'; allowed here: {', '.join(names)}"
+        )
+    values = {}
+    for name in names:
+        key = f"{prefix}{name}"
+        if name not in raw:
+            raise Pix2PixError(f"{source}: missing key '{key}'; add it (see the README params table)")
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, raw[name], f"{key}.", source)
+        else:
+            values[name] = _coerce(raw[name], kind, key, source)
+    return cls(**values)
+
+
+def _coerce(value, kind, key: str, source: Path):
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise Pix2PixError(f"{source}: '{key}' is {value!r}; allowed: {', '.join(choices)}")
+        return value
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise Pix2PixError(f"{source}: '{key}' must be {kind.__name__}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+def _check_values(cfg: Config, source: Path) -> None:
+    from pix2pix.data.sources import DATASETS  # late: sources imports nothing from here
+
+    def need(ok: bool, key: str, rule: str, value) -> None:
+        if not ok:
+            raise Pix2PixError(f"{source}: '{key}' is {value!r}; it must be {rule}")
+
+    size = cfg.image_size
+    need(cfg.dataset in DATASETS, "dataset", f"one of {', '.join(DATASETS)}", cfg.dataset)
+    need(size >= 32 and size & (size - 1) == 0, "image_size", "a power of two >= 32 (the U-Net halves it to 1x1)", size)
+    need(cfg.epochs >= 1, "epochs", ">= 1", cfg.epochs)
+    need(cfg.batch_size >= 1, "batch_size", ">= 1", cfg.batch_size)
+    need(cfg.lambda_l1 >= 0, "lambda_l1", ">= 0", cfg.lambda_l1)
+    need(cfg.seed >= 0, "seed", ">= 0", cfg.seed)
+    need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device", "auto, cpu, cuda or cuda:N", cfg.device)
+    need(cfg.data.synthetic_count >= 4, "data.synthetic_count", ">= 4", cfg.data.synthetic_count)
+    need(0 <= cfg.data.val_fraction < 1, "data.val_fraction", "in [0, 1)", cfg.data.val_fraction)
+    need(cfg.model.ngf >= 1, "model.ngf", ">= 1", cfg.model.ngf)
+    need(cfg.model.ndf >= 1, "model.ndf", ">= 1", cfg.model.ndf)
+    need(cfg.model.d_layers >= 1, "model.d_layers", ">= 1", cfg.model.d_layers)
+    need(cfg.optim.lr > 0, "optim.lr", "> 0", cfg.optim.lr)
+    need(0 <= cfg.optim.beta1 < 1, "optim.beta1", "in [0, 1)", cfg.optim.beta1)
+    need(0 <= cfg.optim.beta2 < 1, "optim.beta2", "in [0, 1)", cfg.optim.beta2)
+    need(0 <= cfg.optim.decay_epochs <= cfg.epochs, "optim.decay_epochs", f"in [0, epochs={cfg.epochs}]", cfg.optim.decay_epochs)
+    need(cfg.augment.load_scale >= 1, "augment.load_scale", ">= 1 (resize up, then crop back)", cfg.augment.load_scale)
+    need(cfg.train.log_every >= 1, "train.log_every", ">= 1", cfg.train.log_every)
+    need(cfg.train.threads >= 0, "train.threads", ">= 0 (0: torch's default)", cfg.train.threads)
+    need(cfg.eval.grid_samples >= 1, "eval.grid_samples", ">= 1", cfg.eval.grid_samples)

@@ -1,0 +1,90 @@
+"""Build aligned A|B tiles at image_size, split them, and record everything in manifest.csv.
+
+A tile is one PNG of size (image_size, 2 * image_size): A on the left, B on the right. For mask
+datasets A is the colour mask and B the photo, so `direction: AtoB` means mask -> photo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from pix2pix.data.masks import colorize
+from pix2pix.data.pairs import SPLITS, Pair, discover_mask_pairs, read_class_ids, read_rgb
+from pix2pix.errors import Pix2PixError
+from pix2pix.files import atomic_dir
+
+
+def fit(image: Image.Image, size: int, mode: str, resample) -> Image.Image:
+    """Square `size` image: crop = resize shorter side + centre crop; pad = pad to square + resize."""
+    w, h = image.size
+    if mode == "pad":
+        side = max(w, h)
+        canvas = Image.new(image.mode, (side, side))
+        canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+        return canvas.resize((size, size), resample)
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((nw, nh), resample)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def mask_pair_tile(pair: Pair, size: int, mode: str) -> np.ndarray:
+    """Colour mask | photo, both fitted the same way; masks resized nearest (no blended colours)."""
+    photo = read_rgb(pair.image)
+    ids = read_class_ids(pair.mask)
+    if ids.shape != photo.shape[:2]:
+        raise Pix2PixError(
+            f"{pair.mask}: mask is {ids.shape[1]}x{ids.shape[0]} but {pair.image.name} is "
+            f"{photo.shape[1]}x{photo.shape[0]}; image and mask must be the same size"
+        )
+    mask = Image.fromarray(colorize(ids, str(pair.mask)))
+    a = fit(mask, size, mode, Image.NEAREST)
+    b = fit(Image.fromarray(photo), size, mode, Image.BICUBIC)
+    return np.concatenate([np.asarray(a), np.asarray(b)], axis=1)
+
+
+def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pair]:
+    """Keep the source's splits; carve val (and test, if missing) from train by a seeded shuffle."""
+    pairs = [p if p.split else dataclasses.replace(p, split="train") for p in pairs]
+    for split in ("val", "test"):
+        if any(p.split == split for p in pairs) or val_fraction == 0:
+            continue
+        train = [i for i, p in enumerate(pairs) if p.split == "train"]
+        count = max(1, round(len(train) * val_fraction)) if len(train) > 2 else 0
+        rng = np.random.default_rng([seed, SPLITS.index(split)])
+        for i in rng.permutation(train)[:count]:
+            pairs[i] = dataclasses.replace(pairs[i], split=split)
+    return pairs
+
+
+def build_tiles(raw_dir: str | Path, out_dir: str | Path, cfg) -> pd.DataFrame:
+    """raw dataset -> out_dir/{train,val,test}/NNNNN.png + out_dir/manifest.csv."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    pairs = assign_splits(discover_mask_pairs(raw_dir), cfg.data.val_fraction, cfg.seed)
+    rows = []
+    with atomic_dir(out_dir) as tmp:
+        for index, pair in enumerate(tqdm(pairs, desc="tiles", unit="pair")):
+            tile = mask_pair_tile(pair, cfg.image_size, cfg.data.fit)
+            name = f"{pair.split}/{index:05d}.png"
+            (tmp / pair.split).mkdir(exist_ok=True)
+            Image.fromarray(tile).save(tmp / name)
+            rows.append({"tile": name, "split": pair.split,
+                         "source_a": str(pair.mask.relative_to(raw_dir)),
+                         "source_b": str(pair.image.relative_to(raw_dir))})
+        manifest = pd.DataFrame(rows)
+        manifest.to_csv(tmp / "manifest.csv", index=False)
+    return manifest
+
+
+def read_manifest(tiles_dir: str | Path) -> pd.DataFrame:
+    path = Path(tiles_dir) / "manifest.csv"
+    if not path.exists():
+        raise Pix2PixError(f"{path}: missing; run the prepare stage first (dvc repro prepare)")
+    return pd.read_csv(path)

@@ -1,0 +1,170 @@
+"""The training loop: paired jitter on the device, one D step then one G step per batch,
+per-epoch validation, comparison grid, checkpoint and metrics.
+
+The hot loop never syncs with the host per step: losses accumulate on the device and are read
+every `train.log_every` steps (for the progress bar) and at the end of each epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from pix2pix.config import Config, flatten
+from pix2pix.data.augment import PairJitter
+from pix2pix.data.device_data import load_split, pick_device, split_pair
+from pix2pix.evaluation import generate, image_metrics, save_grid
+from pix2pix.files import atomic_path
+from pix2pix.losses import GANLoss, discriminator_loss, generator_loss
+from pix2pix.models import build_discriminator, build_generator
+from pix2pix.tracking import EpochLog, MlflowRun
+
+log = logging.getLogger(__name__)
+LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
+
+
+def linear_decay(epochs: int, decay_epochs: int):
+    """LR factor for epoch e (0-based): 1 for the first epochs - decay_epochs, then linear to ~0.
+
+    Same rule as the reference code: 1 - max(0, e + 1 - n_constant) / (decay_epochs + 1).
+    """
+    constant = epochs - decay_epochs
+    return lambda e: 1.0 - max(0, e + 1 - constant) / float(decay_epochs + 1)
+
+
+class Pix2Pix:
+    """Generator, discriminator, their optimisers and schedules: everything a checkpoint holds."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.G = build_generator(cfg).to(device, memory_format=torch.channels_last)
+        self.D = build_discriminator(cfg).to(device, memory_format=torch.channels_last)
+        self.gan = GANLoss(cfg.optim.gan_mode)
+        o = cfg.optim
+        fused = device.type == "cuda"
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), fused=fused)
+        rule = linear_decay(cfg.epochs, o.decay_epochs)
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
+        self.epoch = 0  # epochs completed
+        # bf16 autocast on CUDA needs no grad scaler; fp32 on CPU.
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
+        """One D update then one G update; returns the detached losses [G_GAN, G_L1, D_real, D_fake]."""
+        with self.autocast:
+            fake_b = self.G(real_a)
+            # D: real pairs -> 1, fake pairs -> 0 (fake detached: no gradient into G here)
+            self.D.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            real_logits = self.D(torch.cat([real_a, real_b], 1))
+            fake_logits = self.D(torch.cat([real_a, fake_b.detach()], 1))
+            loss_d, d_real, d_fake = discriminator_loss(self.gan, real_logits.float(), fake_logits.float())
+        loss_d.backward()
+        self.opt_d.step()
+        with self.autocast:
+            # G: fool D, stay close to the target
+            self.D.requires_grad_(False)
+            self.opt_g.zero_grad(set_to_none=True)
+            logits = self.D(torch.cat([real_a, fake_b], 1))
+            loss_g, g_gan, g_l1 = generator_loss(self.gan, logits.float(), fake_b.float(), real_b, self.cfg.lambda_l1)
+        loss_g.backward()
+        self.opt_g.step()
+        return torch.stack([g_gan, g_l1, d_real, d_fake]).detach()
+
+    def end_epoch(self) -> None:
+        self.epoch += 1
+        self.sched_g.step()
+        self.sched_d.step()
+
+    @property
+    def lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+            "epoch": self.epoch, "torch_rng": torch.get_rng_state(), "params": flatten(self.cfg),
+        }
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def generator_bundle(model: Pix2Pix) -> dict:
+    """What inference needs: weights and the few params that shape the network."""
+    cfg = model.cfg
+    return {
+        "generator": model.G.state_dict(),
+        "image_size": cfg.image_size, "direction": cfg.direction, "dataset": cfg.dataset,
+        "model": {"ngf": cfg.model.ngf, "norm": cfg.model.norm, "dropout": cfg.model.dropout},
+    }
+
+
+def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_path: str | Path,
+          metrics_dir: str | Path) -> dict:
+    """Train for cfg.epochs; returns the last epoch's metrics."""
+    torch.manual_seed(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    train_data = load_split(tiles_dir, "train", cfg.direction, device)
+    val_data = load_split(tiles_dir, "val", cfg.direction, device)
+    grid_data = val_data[: cfg.eval.grid_samples]
+    log.info("train %d, val %d pairs of %dx%d on %s", len(train_data), len(val_data), cfg.image_size, cfg.image_size, device)
+
+    model = Pix2Pix(cfg, device)
+    jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
+    epochs_log = EpochLog(metrics_dir)
+    run = MlflowRun(cfg)
+    grids = Path(metrics_dir) / "grids"
+    row: dict = {}
+    try:
+        for epoch in range(model.epoch, cfg.epochs):
+            row = {"epoch": epoch + 1, "lr": model.lr, **train_epoch(model, jitter, train_data, cfg)}
+            inputs, outputs, targets = generate(model.G, val_data, cfg.eval.generator_mode)
+            row.update({f"val_{k}": v for k, v in image_metrics(outputs, targets).items()})
+            model.end_epoch()
+            grid_path = grids / f"epoch_{epoch + 1:03d}.png"
+            n = len(grid_data)
+            save_grid(inputs[:n], outputs[:n], targets[:n], grid_path, f"epoch {epoch + 1}/{cfg.epochs}  val")
+            save_checkpoint(model.state_dict(), Path(checkpoint_dir) / "last.pt")
+            epochs_log.add(row)
+            run.log_metrics(row, step=epoch + 1)
+            run.log_artifact(grid_path, "grids")
+            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        save_checkpoint(generator_bundle(model), model_path)
+    finally:
+        run.end()
+    return row
+
+
+def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Config) -> dict:
+    """One pass over `data` in a fresh random order; returns mean losses and images/s."""
+    n, bs = len(data), cfg.batch_size
+    order = torch.randperm(n, device=data.device)
+    sums = torch.zeros(len(LOSS_NAMES), device=data.device)
+    start = time.perf_counter()
+    model.G.train()
+    model.D.train()
+    with tqdm(total=n, desc=f"epoch {model.epoch + 1}/{cfg.epochs}", unit="img", leave=False) as bar:
+        for step, i in enumerate(range(0, n, bs)):
+            batch = jitter(data[order[i:i + bs]])
+            real_a, real_b = split_pair(batch.contiguous(memory_format=torch.channels_last))
+            sums += model.step(real_a, real_b) * len(batch)
+            bar.update(len(batch))
+            if step % cfg.train.log_every == 0:  # the only host sync in the loop
+                bar.set_postfix({k: f"{v:.3f}" for k, v in zip(LOSS_NAMES, (sums / bar.n).tolist())})
+    seconds = time.perf_counter() - start
+    means = (sums / n).tolist()
+    return {**dict(zip(LOSS_NAMES, means)), "images_per_s": n / seconds}

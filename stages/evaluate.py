@@ -1,0 +1,15 @@
+"""DVC stage `evaluate`: models/generator.pt on the test tiles -> metrics/eval.json, eval_grid.png."""
+
+from pix2pix.config import load_config
+from pix2pix.errors import exit_on_error
+from pix2pix.evaluation import evaluate
+
+
+@exit_on_error
+def main() -> None:
+    cfg = load_config("params.yaml")
+    print(evaluate(cfg, "models/generator.pt", "data/tiles", "metrics"))
+
+
+if __name__ == "__main__":
+    main()
