@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///" + str(Path(os.environ.get("TMPDIR", "/tmp")) / "pix2pix-tests-mlflow.db"))
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+
+
+def tiny_overrides(**extra) -> dict:
+    """Dotted overrides for a seconds-long CPU run."""
+    base = {
+        "image_size": 64, "epochs": 2, "batch_size": 2, "data.synthetic_count": 24,
+        "model.ngf": 8, "model.ndf": 8, "optim.decay_epochs": 1, "eval.grid_samples": 2,
+    }
+    return {**base, **extra}
+
+
+@pytest.fixture
+def tiny_cfg():
+    from pix2pix.config import load_config
+
+    return load_config(ROOT / "params.yaml", tiny_overrides(**{"mlflow.enabled": False}))

@@ -1,0 +1,74 @@
+import shutil
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pix2pix.cli import app
+from pix2pix.config import flatten, load_config
+from pix2pix.errors import Pix2PixError
+
+from conftest import ROOT
+
+
+def test_repo_params_load_and_have_the_top_level_knobs():
+    cfg = load_config(ROOT / "params.yaml")
+    assert cfg.lambda_l1 == 100.0 and cfg.optim.lr == 2e-4 and cfg.optim.beta1 == 0.5
+    flat = flatten(cfg)
+    for key in ("dataset", "direction", "image_size", "epochs", "batch_size", "lambda_l1", "seed"):
+        assert key in flat
+
+
+def test_every_param_has_a_comment():
+    for line in (ROOT / "params.yaml").read_text().splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not stripped.endswith(":"):
+            assert "#" in line, f"params.yaml line without a comment: {line!r}"
+
+
+def write_params(tmp_path, edit):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+BAD = [
+    (lambda p: p.update(epochs="ten"), "'epochs' must be int"),
+    (lambda p: p.update(epochs=0), "'epochs' is 0; it must be >= 1"),
+    (lambda p: p.update(image_size=100), "'image_size' is 100; it must be a power of two"),
+    (lambda p: p.update(dataset="imagenet"), "'dataset' is 'imagenet'; it must be one of"),
+    (lambda p: p.update(direction="sideways"), "'direction' is 'sideways'; allowed: AtoB, BtoA"),
+    (lambda p: p.update(lamda_l1=10), "unknown key 'lamda_l1'"),
+    (lambda p: p["model"].update(ngf=3.5), "'model.ngf' must be int"),
+    (lambda p: p["model"].update(norm="layer"), "'model.norm' is 'layer'; allowed: batch, instance"),
+    (lambda p: p["optim"].pop("lr"), "missing key 'optim.lr'"),
+    (lambda p: p["optim"].update(decay_epochs=99), "'optim.decay_epochs' is 99; it must be in"),
+    (lambda p: p["augment"].update(flip="yes"), "'augment.flip' must be bool"),
+    (lambda p: p.update(model=5), "'model' must be a mapping"),
+]
+
+
+@pytest.mark.parametrize("edit,message", BAD)
+def test_bad_params_name_the_key(tmp_path, edit, message):
+    with pytest.raises(Pix2PixError, match=message.replace("(", r"\(")):
+        load_config(write_params(tmp_path, edit))
+
+
+def test_malformed_yaml_and_missing_override_key(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("epochs: [1,\n")
+    with pytest.raises(Pix2PixError, match="malformed YAML"):
+        load_config(bad)
+    with pytest.raises(Pix2PixError, match="cannot override 'model.nfg'"):
+        load_config(ROOT / "params.yaml", {"model.nfg": 8})
+
+
+def test_cli_params_prints_values_and_fails_cleanly(tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["params", str(ROOT / "params.yaml")])
+    assert ok.exit_code == 0 and "lambda_l1 = 100.0" in ok.output
+    bad = runner.invoke(app, ["params", str(write_params(tmp_path, lambda p: p.update(seed=-1)))])
+    assert bad.exit_code == 1
+    assert "'seed' is -1" in bad.output and "Traceback" not in bad.output

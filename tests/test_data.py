@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pix2pix.data import synthetic
+from pix2pix.data.augment import PairJitter
+from pix2pix.data.device_data import load_split
+from pix2pix.data.masks import PALETTE, colorize, decolorize
+from pix2pix.data.pairs import discover_mask_pairs
+from pix2pix.data.tiles import build_tiles, read_manifest
+from pix2pix.errors import Pix2PixError
+
+
+def test_synthetic_samples_are_deterministic_and_varied():
+    photo1, mask1 = synthetic.sample(seed=0, index=3)
+    photo2, mask2 = synthetic.sample(seed=0, index=3)
+    assert np.array_equal(photo1, photo2) and np.array_equal(mask1, mask2)
+    other_photo, other_mask = synthetic.sample(seed=1, index=3)
+    assert not np.array_equal(mask1, other_mask) or not np.array_equal(photo1, other_photo)
+    positions = {tuple(np.argwhere(synthetic.sample(0, i)[1] == 1).mean(0).round()) for i in range(8)}
+    assert len(positions) == 8  # cars move around
+
+
+def test_synthetic_masks_hold_every_car_class():
+    for index in range(5):
+        photo, mask = synthetic.sample(seed=0, index=index)
+        assert set(np.unique(mask)) == {0, 1, 2, 3, 4}
+        assert photo.shape[:2] == mask.shape and photo.dtype == np.uint8
+
+
+def test_palette_round_trip_and_colours():
+    ids = np.random.default_rng(0).integers(0, 5, size=(16, 16)).astype(np.uint8)
+    color = colorize(ids)
+    assert np.array_equal(decolorize(color), ids)
+    assert [tuple(c) for c in PALETTE] == [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
+
+
+def test_unknown_class_id_is_refused_naming_the_file():
+    with pytest.raises(Pix2PixError, match="m.png: unknown class id 7"):
+        colorize(np.array([[0, 7]], dtype=np.uint8), "m.png")
+
+
+@pytest.fixture
+def raw_cars(tmp_path):
+    synthetic.write_dataset(tmp_path / "raw", count=12, seed=0)
+    return tmp_path / "raw"
+
+
+def test_build_tiles_splits_and_mask_half_uses_only_palette(raw_cars, tmp_path, tiny_cfg):
+    manifest = build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    assert len(manifest) == 12
+    assert read_manifest(tmp_path / "tiles")["tile"].tolist() == manifest["tile"].tolist()
+    for name in manifest["tile"]:
+        tile = np.asarray(Image.open(tmp_path / "tiles" / name))
+        assert tile.shape == (64, 128, 3)
+        colours = {tuple(c) for c in tile[:, :64].reshape(-1, 3)}
+        assert colours <= {tuple(c) for c in PALETTE}
+
+
+def test_split_is_deterministic_by_seed(raw_cars, tmp_path, tiny_cfg):
+    first = build_tiles(raw_cars, tmp_path / "a", tiny_cfg)
+    second = build_tiles(raw_cars, tmp_path / "b", tiny_cfg)
+    assert first.equals(second)
+
+
+def test_missing_mask_is_a_clear_error(raw_cars):
+    next((raw_cars / "train" / "labels").iterdir()).unlink()
+    with pytest.raises(Pix2PixError, match="no mask with the same name"):
+        discover_mask_pairs(raw_cars)
+
+
+def test_size_mismatch_fails_and_leaves_no_tiles(raw_cars, tmp_path, tiny_cfg):
+    mask = next((raw_cars / "train" / "labels").iterdir())
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(mask)
+    with pytest.raises(Pix2PixError, match="must be the same size"):
+        build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
+    assert not (tmp_path / "tiles").exists()
+    assert not list(tmp_path.glob(".tiles*"))
+
+
+def test_load_split_gives_input_and_target_by_direction(raw_cars, tmp_path, tiny_cfg):
+    build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
+    ab = load_split(tmp_path / "tiles", "train", "AtoB")
+    ba = load_split(tmp_path / "tiles", "train", "BtoA")
+    assert ab.dtype == torch.uint8 and ab.shape[1:] == (6, 64, 64)
+    assert torch.equal(ab[:, :3], ba[:, 3:]) and torch.equal(ab[:, 3:], ba[:, :3])
+
+
+def test_jitter_keeps_input_and_target_aligned():
+    torch.manual_seed(0)
+    base = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    pairs = torch.cat([base, base], dim=1)  # target == input, so any misalignment shows
+    out = PairJitter(64)(pairs)
+    assert out.shape == (8, 6, 64, 64) and out.min() >= -1 and out.max() <= 1
+    assert torch.equal(out[:, :3], out[:, 3:])
+
+
+def test_jitter_varies_across_samples_and_calls():
+    torch.manual_seed(0)
+    one = torch.arange(64 * 64, dtype=torch.float32).reshape(1, 1, 64, 64) % 251
+    pairs = one.to(torch.uint8).expand(16, 6, 64, 64).contiguous()
+    jitter = PairJitter(64)
+    first, second = jitter(pairs), jitter(pairs)
+    distinct = {tuple(x[0, :2, :2].flatten().tolist()) for x in first}
+    assert len(distinct) > 4  # different crops/flips within one batch
+    assert not torch.equal(first, second)  # and across epochs

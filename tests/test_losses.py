@@ -1,0 +1,74 @@
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from pix2pix.data.device_data import pick_device
+from pix2pix.losses import GANLoss, discriminator_loss, generator_loss
+from pix2pix.trainer import Pix2Pix, linear_decay
+
+
+def test_vanilla_gan_loss_is_bce_on_logits():
+    gan = GANLoss("vanilla")
+    zeros = torch.zeros(1, 1, 4, 4)
+    assert gan(zeros, True).item() == pytest.approx(math.log(2))
+    assert gan(torch.full((2, 1, 3, 3), 20.0), True).item() < 1e-6
+    assert gan(torch.full((2, 1, 3, 3), 20.0), False).item() == pytest.approx(20.0, rel=1e-4)
+
+
+def test_lsgan_is_squared_error_to_targets():
+    gan = GANLoss("lsgan")
+    assert gan(torch.full((1, 1, 2, 2), 0.5), True).item() == pytest.approx(0.25)
+    assert gan(torch.full((1, 1, 2, 2), 0.5), False).item() == pytest.approx(0.25)
+
+
+def test_discriminator_loss_is_halved_sum():
+    gan = GANLoss("vanilla")
+    real, fake = torch.randn(2, 1, 5, 5), torch.randn(2, 1, 5, 5)
+    total, lr, lf = discriminator_loss(gan, real, fake)
+    assert total.item() == pytest.approx(0.5 * (gan(real, True) + gan(fake, False)).item())
+    assert lr.item() == pytest.approx(gan(real, True).item())
+
+
+def test_generator_loss_is_gan_plus_lambda_l1():
+    gan = GANLoss("vanilla")
+    logits, fake, target = torch.randn(1, 1, 4, 4), torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    total, g_gan, g_l1 = generator_loss(gan, logits, fake, target, lambda_l1=100.0)
+    assert g_l1.item() == pytest.approx((fake - target).abs().mean().item())
+    assert total.item() == pytest.approx(g_gan.item() + 100.0 * g_l1.item(), rel=1e-6)
+
+
+def test_lr_is_constant_then_decays_linearly_like_the_reference():
+    rule = linear_decay(epochs=200, decay_epochs=100)
+    assert [rule(e) for e in (0, 99)] == [1.0, 1.0]
+    assert rule(100) == pytest.approx(1 - 1 / 101)
+    assert rule(199) == pytest.approx(1 / 101)
+    factors = [rule(e) for e in range(200)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))
+
+
+def test_optimisers_are_the_papers(tiny_cfg):
+    model = Pix2Pix(tiny_cfg, pick_device("cpu"))
+    for opt in (model.opt_g, model.opt_d):
+        group = opt.param_groups[0]
+        assert isinstance(opt, torch.optim.Adam)
+        assert group["lr"] == 2e-4 and group["betas"] == (0.5, 0.999)
+
+
+def test_training_steps_reduce_l1_on_a_fixed_batch(tiny_cfg):
+    model = Pix2Pix(tiny_cfg, pick_device("cpu"))
+    a = F.interpolate(torch.rand(2, 3, 8, 8) * 2 - 1, size=64, mode="bilinear")
+    b = -a  # a smooth, learnable mapping
+    first = model.step(a, b)[1].item()
+    for _ in range(40):
+        last = model.step(a, b)[1].item()
+    assert last < 0.85 * first
+
+
+def test_lr_schedule_advances_per_epoch(tiny_cfg):
+    model = Pix2Pix(tiny_cfg, pick_device("cpu"))  # epochs 2, decay 1
+    assert model.lr == pytest.approx(2e-4)
+    model.step(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64))
+    model.end_epoch()
+    assert model.lr == pytest.approx(1e-4)
