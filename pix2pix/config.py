@@ -70,7 +70,7 @@ class MlflowConfig:
 @dataclass(frozen=True)
 class Config:
     dataset: str
-    direction: Literal["AtoB", "BtoA"]
+    direction: Literal["auto", "AtoB", "BtoA"]
     image_size: int
     epochs: int
     batch_size: int

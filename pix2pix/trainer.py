@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from pix2pix.config import Config, flatten
 from pix2pix.data.augment import PairJitter
+from pix2pix.data.sources import direction_of
 from pix2pix.data.device_data import load_split, pick_device, split_pair
 from pix2pix.evaluation import generate, image_metrics, save_grid
 from pix2pix.files import atomic_path
@@ -105,7 +106,7 @@ def generator_bundle(model: Pix2Pix) -> dict:
     cfg = model.cfg
     return {
         "generator": model.G.state_dict(),
-        "image_size": cfg.image_size, "direction": cfg.direction, "dataset": cfg.dataset,
+        "image_size": cfg.image_size, "direction": direction_of(cfg), "dataset": cfg.dataset,
         "model": {"ngf": cfg.model.ngf, "norm": cfg.model.norm, "dropout": cfg.model.dropout},
     }
 
@@ -118,8 +119,8 @@ def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    train_data = load_split(tiles_dir, "train", cfg.direction, device)
-    val_data = load_split(tiles_dir, "val", cfg.direction, device)
+    train_data = load_split(tiles_dir, "train", direction_of(cfg), device)
+    val_data = load_split(tiles_dir, "val", direction_of(cfg), device)
     grid_data = val_data[: cfg.eval.grid_samples]
     log.info("train %d, val %d pairs of %dx%d on %s", len(train_data), len(val_data), cfg.image_size, cfg.image_size, device)
 

@@ -29,3 +29,7 @@ def tiny_cfg():
     from pix2pix.config import load_config
 
     return load_config(ROOT / "params.yaml", tiny_overrides(**{"mlflow.enabled": False}))
+
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"offline dataset mirror {SHARED_DATA} is absent")

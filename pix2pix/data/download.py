@@ -1,25 +1,193 @@
-"""Fetch a dataset into data/raw/<dataset>/ (verified, extracted, immutable)."""
+"""Fetch a dataset into data/raw/<dataset>/: mirror first, then the URL; verify; extract safely.
+
+- Mirror (`PIX2PIX_MIRROR`, a folder): holds the source's archive file or its extracted folder.
+- HTTP: streamed with a progress bar, resumed from a partial file (`Range`), retried with
+  backoff, with a timeout. Partial downloads live in the download cache (`PIX2PIX_CACHE`,
+  default ~/.cache/pix2pix), never in the output.
+- The output folder is built under a temporary name and renamed into place: a failed run leaves
+  nothing. `SOURCE.json` in it records where the data came from and the archive's sha256.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from pathlib import Path
+import os
+import shutil
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
 
 from pix2pix.data import synthetic
-from pix2pix.data.sources import DATASETS
+from pix2pix.data.sources import DATASETS, Source
 from pix2pix.errors import Pix2PixError
+from pix2pix.files import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
+MIRROR_ENV, CACHE_ENV = "PIX2PIX_MIRROR", "PIX2PIX_CACHE"
+RETRIES, BACKOFF_S, TIMEOUT_S = 3, 1.0, 30.0
+MAX_EXTRACTED_BYTES = 64 * 2**30  # archive-bomb cap: far above any dataset here
+CHUNK = 1 << 20
 
 
 def fetch(cfg, out_dir: str | Path) -> Path:
     """Materialise `cfg.dataset` under `out_dir`; return the folder."""
-    source = DATASETS.get(cfg.dataset)
-    if source is None:
-        raise Pix2PixError(f"dataset '{cfg.dataset}' is unknown; pick one of {', '.join(DATASETS)}")
+    source = DATASETS[cfg.dataset]
     out_dir = Path(out_dir)
     if source.name == "synthetic":
         log.info("generating %d synthetic car pairs (seed %d)", cfg.data.synthetic_count, cfg.seed)
         synthetic.write_dataset(out_dir, cfg.data.synthetic_count, cfg.seed)
         return out_dir
-    raise Pix2PixError(f"dataset '{source.name}' has no download method yet")
+    with atomic_dir(out_dir) as tmp:
+        record = from_mirror(source, tmp) or from_url(source, tmp)
+        write_json(tmp / "SOURCE.json", {"dataset": source.name, **record, "note": source.note})
+    return out_dir
+
+
+def from_mirror(source: Source, dest: Path) -> dict | None:
+    """Copy the extracted dataset, or extract the archive, from $PIX2PIX_MIRROR; None if absent."""
+    mirror = os.environ.get(MIRROR_ENV)
+    if not mirror:
+        return None
+    mirror = Path(mirror)
+    if not mirror.is_dir():
+        raise Pix2PixError(f"{MIRROR_ENV}={mirror}: not a folder; point it at a folder of datasets or unset it")
+    for name in (source.name, *source.mirror_names):
+        folder = mirror / name
+        if folder.is_dir():
+            log.info("copying %s from the mirror %s", source.name, folder)
+            verify_sums(folder)
+            shutil.copytree(folder, dest, dirs_exist_ok=True)
+            return {"origin": str(folder)}
+    archive = mirror / source.archive
+    if archive.is_file():
+        digest = check_sha256(archive, source.sha256)
+        extract(archive, dest)
+        return {"origin": str(archive), "sha256": digest}
+    log.info("%s holds no %s; trying the URL", mirror, source.name)
+    return None
+
+
+def from_url(source: Source, dest: Path) -> dict:
+    if not source.urls:
+        raise Pix2PixError(f"dataset '{source.name}' cannot be downloaded: {source.note}")
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pix2pix")
+    archive = cache / source.archive
+    errors = []
+    for url in source.urls:
+        try:
+            if not archive.exists():
+                download(url, archive)
+            digest = check_sha256(archive, source.sha256)
+            extract(archive, dest)
+            return {"origin": url, "sha256": digest}
+        except DownloadError as err:
+            errors.append(f"{url}: {err}")
+    raise Pix2PixError(
+        f"could not download '{source.name}' ({'; '.join(errors)}); set {MIRROR_ENV} to a folder "
+        f"holding {source.archive} or the extracted dataset, or use dataset: synthetic"
+    )
+
+
+class DownloadError(Exception):
+    pass
+
+
+def download(url: str, dest: Path) -> None:
+    """Stream `url` to `dest`, resuming `dest.part` across attempts and runs."""
+    part = dest.with_name(dest.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(RETRIES):
+        try:
+            _download_once(url, part)
+            os.replace(part, dest)
+            return
+        except (urllib.error.URLError, OSError, DownloadError) as err:
+            if isinstance(err, urllib.error.HTTPError) and 400 <= err.code < 500 and err.code != 416:
+                raise DownloadError(f"HTTP {err.code}") from None
+            if attempt == RETRIES - 1:
+                raise DownloadError(str(getattr(err, "reason", err))) from None
+            log.warning("download of %s failed (%s); retrying", url, err)
+            time.sleep(BACKOFF_S * 2**attempt)
+
+
+def _download_once(url: str, part: Path) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        if have and response.status != 206:  # server ignored the range: start over
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length else None
+        with open(part, "ab" if have else "wb") as f, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, desc=PurePosixPath(url).name
+        ) as bar:
+            while chunk := response.read(CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+    if total is not None and part.stat().st_size != total:
+        raise DownloadError(f"truncated: got {part.stat().st_size} of {total} bytes")
+
+
+def check_sha256(path: Path, expected: str | None) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if expected and actual != expected:
+        path.unlink()  # a corrupt download must not be reused
+        raise Pix2PixError(f"{path}: sha256 {actual} does not match the pinned {expected}; it was deleted, run again")
+    return actual
+
+
+def verify_sums(folder: Path) -> None:
+    """Check a mirror folder's SHA256SUMS (sha256sum format), if it has one."""
+    sums = folder / "SHA256SUMS"
+    if not sums.exists():
+        return
+    for line in tqdm(sums.read_text().splitlines(), desc=f"verify {folder.name}", unit="file"):
+        expected, name = line.split(maxsplit=1)
+        path = folder / name.lstrip("*")
+        if not path.is_file():
+            raise Pix2PixError(f"{path}: listed in {sums} but missing; restore the mirror")
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != expected:
+            raise Pix2PixError(f"{path}: sha256 does not match {sums}; restore the file")
+
+
+def extract(archive: Path, dest: Path) -> None:
+    """Extract a zip or tar archive, refusing absolute paths, '..', links and archive bombs."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                members = [(m.filename, m.file_size, m.is_dir(), (m.external_attr >> 16) & 0o170000 == 0o120000) for m in zf.infolist()]
+                _check_members(archive, members)
+                zf.extractall(dest)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                members = [(m.name, m.size, m.isdir(), m.issym() or m.islnk() or not (m.isfile() or m.isdir())) for m in tf.getmembers()]
+                _check_members(archive, members)
+                tf.extractall(dest, filter="data")
+        else:
+            raise Pix2PixError(f"{archive}: not a zip or tar archive; delete it and download again")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as err:
+        raise Pix2PixError(f"{archive}: corrupt archive ({err}); delete it and download again") from None
+
+
+def _check_members(archive: Path, members) -> None:
+    total = 0
+    for name, size, is_dir, is_link in members:
+        path = PurePosixPath(name.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+            raise Pix2PixError(f"{archive}: refusing entry '{name}' (path escapes the target folder)")
+        if is_link:
+            raise Pix2PixError(f"{archive}: refusing entry '{name}' (links and special files are not extracted)")
+        total += size
+        if total > MAX_EXTRACTED_BYTES:
+            raise Pix2PixError(f"{archive}: expands beyond {MAX_EXTRACTED_BYTES >> 30} GiB; refusing (archive bomb?)")

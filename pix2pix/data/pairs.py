@@ -23,8 +23,8 @@ SPLITS = ("train", "val", "test")
 @dataclass(frozen=True)
 class Pair:
     split: str  # train | val | test | "" (the source defines no split)
-    image: Path
-    mask: Path
+    image: Path  # the photo (or, for A|B datasets, the side-by-side image)
+    mask: Path  # the class-id mask (for A|B datasets, the same file as image)
 
 
 def discover_mask_pairs(root: str | Path) -> list[Pair]:
@@ -45,6 +45,18 @@ def discover_mask_pairs(root: str | Path) -> list[Pair]:
             pairs.append(Pair(split, image, masks[image.stem]))
     if not pairs:
         raise Pix2PixError(f"{root}: no image/mask pairs found (expected images/ beside masks/ or labels/)")
+    return pairs
+
+
+def discover_ab_images(root: str | Path) -> list[Pair]:
+    """A|B side-by-side images (the pix2pix archives): every image file, split by folder name."""
+    root = Path(root)
+    pairs = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS):
+        split = next((part for part in reversed(path.relative_to(root).parts[:-1]) if part in SPLITS), "")
+        pairs.append(Pair(split, path, path))
+    if not pairs:
+        raise Pix2PixError(f"{root}: no images found; the download is empty or not an A|B dataset")
     return pairs
 
 

@@ -1,7 +1,8 @@
 """Build aligned A|B tiles at image_size, split them, and record everything in manifest.csv.
 
 A tile is one PNG of size (image_size, 2 * image_size): A on the left, B on the right. For mask
-datasets A is the colour mask and B the photo, so `direction: AtoB` means mask -> photo.
+datasets A is the colour mask and B the photo, so `direction: AtoB` means mask -> photo; A|B
+datasets (the pix2pix archives) keep their own halves.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from pix2pix.data.masks import colorize
-from pix2pix.data.pairs import SPLITS, Pair, discover_mask_pairs, read_class_ids, read_rgb
+from pix2pix.data.pairs import SPLITS, Pair, discover_ab_images, discover_mask_pairs, read_class_ids, read_rgb
+from pix2pix.data.sources import DATASETS
 from pix2pix.errors import Pix2PixError
 from pix2pix.files import atomic_dir
 
@@ -50,6 +52,16 @@ def mask_pair_tile(pair: Pair, size: int, mode: str) -> np.ndarray:
     return np.concatenate([np.asarray(a), np.asarray(b)], axis=1)
 
 
+def ab_tile(pair: Pair, size: int, mode: str) -> np.ndarray:
+    """A side-by-side A|B image -> both halves fitted to `size`, side by side again."""
+    image = read_rgb(pair.image)
+    half = image.shape[1] // 2
+    if half == 0:
+        raise Pix2PixError(f"{pair.image}: too narrow to hold A|B halves")
+    halves = [fit(Image.fromarray(image[:, i * half:(i + 1) * half]), size, mode, Image.BICUBIC) for i in (0, 1)]
+    return np.concatenate([np.asarray(h) for h in halves], axis=1)
+
+
 def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pair]:
     """Keep the source's splits; carve val (and test, if missing) from train by a seeded shuffle."""
     pairs = [p if p.split else dataclasses.replace(p, split="train") for p in pairs]
@@ -67,11 +79,13 @@ def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pai
 def build_tiles(raw_dir: str | Path, out_dir: str | Path, cfg) -> pd.DataFrame:
     """raw dataset -> out_dir/{train,val,test}/NNNNN.png + out_dir/manifest.csv."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    pairs = assign_splits(discover_mask_pairs(raw_dir), cfg.data.val_fraction, cfg.seed)
+    layout = DATASETS[cfg.dataset].layout
+    discover, make_tile = (discover_ab_images, ab_tile) if layout == "ab" else (discover_mask_pairs, mask_pair_tile)
+    pairs = assign_splits(discover(raw_dir), cfg.data.val_fraction, cfg.seed)
     rows = []
     with atomic_dir(out_dir) as tmp:
         for index, pair in enumerate(tqdm(pairs, desc="tiles", unit="pair")):
-            tile = mask_pair_tile(pair, cfg.image_size, cfg.data.fit)
+            tile = make_tile(pair, cfg.image_size, cfg.data.fit)
             name = f"{pair.split}/{index:05d}.png"
             (tmp / pair.split).mkdir(exist_ok=True)
             Image.fromarray(tile).save(tmp / name)

@@ -1,0 +1,207 @@
+"""The download stage against a real HTTP server on loopback, the mirror, and hostile archives."""
+
+import dataclasses
+import http.server
+import io
+import tarfile
+import threading
+import zipfile
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
+from pix2pix.config import load_config
+from pix2pix.data import download
+from pix2pix.data.sources import DATASETS
+from pix2pix.data.tiles import build_tiles
+from pix2pix.errors import Pix2PixError
+
+
+class Server(http.server.ThreadingHTTPServer):
+    """Serves `files` {path: bytes}; honours Range; `truncate` cuts every body short."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.files, self.truncate, self.ranges = {}, False, []
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        if rng := self.headers.get("Range"):
+            self.server.ranges.append(rng)
+            start = int(rng.split("=")[1].split("-")[0])
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        payload = body[start:]
+        self.wfile.write(payload[: len(payload) // 2] if self.server.truncate else payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = Server()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIX2PIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PIX2PIX_MIRROR", raising=False)
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    return tmp_path
+
+
+def serve_as(monkeypatch, server, name, body, **changes):
+    """Point dataset `name` at the local server, serving `body` as its archive."""
+    source = DATASETS[name]
+    server.files["/" + source.archive] = body
+    monkeypatch.setitem(DATASETS, name, dataclasses.replace(source, urls=(server.url + "/" + source.archive,), **changes))
+
+
+def cfg_for(name, **extra):
+    return load_config(ROOT / "params.yaml", tiny_overrides(dataset=name, **{"mlflow.enabled": False}, **extra))
+
+
+def tar_bytes(files: dict) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def png(width, height, colour=(200, 100, 50)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def small_facades() -> dict:
+    if SHARED_DATA.is_dir():
+        src = SHARED_DATA / "facades"
+        return {f"facades/{split}/{i}.jpg": (src / split / f"{i}.jpg").read_bytes() for split in ("train", "val", "test") for i in (1, 2, 3)}
+    return {f"facades/{split}/{i}.jpg": png(512, 256, (i * 40, 90, 30)) for split in ("train", "val", "test") for i in (1, 2, 3)}
+
+
+def test_facades_download_extract_and_tile(server, env, monkeypatch):
+    serve_as(monkeypatch, server, "facades", tar_bytes(small_facades()))
+    cfg = cfg_for("facades")
+    raw = download.fetch(cfg, env / "raw")
+    assert (raw / "SOURCE.json").exists()
+    manifest = build_tiles(raw, env / "tiles", cfg)
+    assert manifest["split"].value_counts().to_dict() == {"train": 3, "val": 3, "test": 3}
+    tile = Image.open(env / "tiles" / manifest["tile"][0])
+    assert tile.size == (128, 64)
+
+
+def test_download_resumes_a_partial_file(server, env, monkeypatch):
+    body = tar_bytes(small_facades())
+    serve_as(monkeypatch, server, "facades", body)
+    part = env / "cache" / "facades.tar.gz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(body[:1000])
+    download.fetch(cfg_for("facades"), env / "raw")
+    assert server.ranges == ["bytes=1000-"]
+    assert (env / "cache" / "facades.tar.gz").read_bytes() == body
+
+
+def test_truncated_download_fails_cleanly_and_names_the_url(server, env, monkeypatch):
+    serve_as(monkeypatch, server, "facades", tar_bytes(small_facades()))
+    server.truncate = True
+    with pytest.raises(Pix2PixError, match=r"facades.tar.gz: truncated.*PIX2PIX_MIRROR"):
+        download.fetch(cfg_for("facades"), env / "raw")
+    assert not (env / "raw").exists()
+
+
+def test_unreachable_url_says_how_to_use_a_mirror(env, monkeypatch):
+    monkeypatch.setitem(DATASETS, "maps", dataclasses.replace(DATASETS["maps"], urls=("http://127.0.0.1:9/maps.tar.gz",)))
+    with pytest.raises(Pix2PixError, match=r"127.0.0.1:9/maps.tar.gz.*set PIX2PIX_MIRROR.*dataset: synthetic"):
+        download.fetch(cfg_for("maps"), env / "raw")
+
+
+def test_checksum_mismatch_is_refused_and_the_file_deleted(server, env, monkeypatch):
+    serve_as(monkeypatch, server, "facades", tar_bytes(small_facades()), sha256="0" * 64)
+    with pytest.raises(Pix2PixError, match="does not match the pinned"):
+        download.fetch(cfg_for("facades"), env / "raw")
+    assert not (env / "raw").exists() and not (env / "cache" / "facades.tar.gz").exists()
+
+
+def zip_bytes(entries) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def symlink_entry():
+    info = zipfile.ZipInfo("data/link")
+    info.external_attr = 0o120777 << 16
+    return info
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"this is not an archive", "not a zip or tar archive"),
+    (zip_bytes([("ok.txt", b"x")])[:-30], "corrupt archive|not a zip"),
+    (zip_bytes([("../evil.txt", b"x")]), "refusing entry '../evil.txt'"),
+    (zip_bytes([("/etc/evil.txt", b"x")]), "refusing entry '/etc/evil.txt'"),
+    (zip_bytes([(symlink_entry(), b"/etc/passwd")]), "refusing entry 'data/link'"),
+])
+def test_hostile_or_corrupt_archives_are_refused(server, env, monkeypatch, body, message):
+    serve_as(monkeypatch, server, "cars", body)
+    with pytest.raises(Pix2PixError, match=message):
+        download.fetch(cfg_for("cars"), env / "raw")
+    assert not (env / "raw").exists()
+    assert not (env.parent / "evil.txt").exists()
+
+
+def test_archive_bomb_is_refused(server, env, monkeypatch):
+    monkeypatch.setattr(download, "MAX_EXTRACTED_BYTES", 10_000)
+    serve_as(monkeypatch, server, "cars", zip_bytes([("big.bin", b"\0" * 20_000)]))
+    with pytest.raises(Pix2PixError, match="archive bomb"):
+        download.fetch(cfg_for("cars"), env / "raw")
+
+
+def test_cars_zip_in_any_layout_pairs_by_stem(server, env, monkeypatch):
+    mask = io.BytesIO()
+    Image.new("L", (40, 30), 1).save(mask, format="PNG")
+    files = [(f"car-segmentation/images/car{i}.jpg", png(40, 30)) for i in range(6)]
+    files += [(f"car-segmentation/masks/car{i}.png", mask.getvalue()) for i in range(6)]
+    serve_as(monkeypatch, server, "cars", zip_bytes(files))
+    cfg = cfg_for("cars", **{"data.val_fraction": 0.2})
+    manifest = build_tiles(download.fetch(cfg, env / "raw"), env / "tiles", cfg)
+    assert len(manifest) == 6 and set(manifest["split"]) == {"train", "val", "test"}
+
+
+@needs_shared
+def test_cars_from_the_offline_mirror(env, monkeypatch):
+    monkeypatch.setenv("PIX2PIX_MIRROR", str(SHARED_DATA))
+    cfg = cfg_for("cars")
+    raw = download.fetch(cfg, env / "raw")
+    assert "car-segmentation" in (raw / "SOURCE.json").read_text()
+    assert len(list((raw / "dataset" / "train" / "images").iterdir())) == 121
+
+
+def test_mirror_that_is_not_a_folder_is_a_clear_error(env, monkeypatch):
+    monkeypatch.setenv("PIX2PIX_MIRROR", str(env / "nowhere"))
+    with pytest.raises(Pix2PixError, match="PIX2PIX_MIRROR=.*not a folder"):
+        download.fetch(cfg_for("cars"), env / "raw")
