@@ -106,3 +106,47 @@ def test_jitter_varies_across_samples_and_calls():
     distinct = {tuple(x[0, :2, :2].flatten().tolist()) for x in first}
     assert len(distinct) > 4  # different crops/flips within one batch
     assert not torch.equal(first, second)  # and across epochs
+
+
+def test_unknown_class_id_in_a_mask_fails_prepare_without_output(raw_cars, tmp_path, tiny_cfg):
+    mask = next((raw_cars / "train" / "labels").iterdir())
+    ids = np.asarray(Image.open(mask)).copy()
+    ids[0, 0] = 9
+    Image.fromarray(ids).save(mask)
+    with pytest.raises(Pix2PixError, match=f"{mask.name}: unknown class id 9"):
+        build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
+    assert not (tmp_path / "tiles").exists()
+
+
+def test_non_image_file_among_images_is_named(raw_cars):
+    (raw_cars / "train" / "images" / "notes.txt").write_text("hello")
+    with pytest.raises(Pix2PixError, match="notes.txt: not an image file"):
+        discover_mask_pairs(raw_cars)
+
+
+def test_unreadable_image_is_named(raw_cars, tmp_path, tiny_cfg):
+    image = next((raw_cars / "train" / "images").iterdir())
+    image.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(Pix2PixError, match=f"{image.name}: unreadable image"):
+        build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    with pytest.raises(Pix2PixError, match="no image/mask pairs found"):
+        discover_mask_pairs(tmp_path)
+
+
+def test_masks_are_resized_nearest_never_blending_colours(tmp_path, tiny_cfg):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    ids = np.random.default_rng(0).integers(0, 5, size=(75, 100)).astype(np.uint8)
+    Image.fromarray(ids).save(tmp_path / "labels" / "a.png")
+    Image.fromarray(np.zeros((75, 100, 3), np.uint8)).save(tmp_path / "images" / "a.jpg")
+    from pix2pix.data.pairs import Pair
+    from pix2pix.data.tiles import mask_pair_tile
+
+    for mode in ("crop", "pad"):
+        tile = mask_pair_tile(Pair("train", tmp_path / "images" / "a.jpg", tmp_path / "labels" / "a.png"), 64, mode)
+        assert {tuple(c) for c in tile[:, :64].reshape(-1, 3)} <= {tuple(c) for c in PALETTE}

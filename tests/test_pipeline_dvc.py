@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
 
 OUTS = [
     "data/raw/synthetic/train/images", "data/tiles/manifest.csv", "checkpoints/last.pt",
@@ -41,18 +41,23 @@ def make_project(path, overrides: dict):
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    path = tmp_path_factory.mktemp("project")
-    make_project(path, tiny_overrides())
+def init_repo(path, overrides: dict, **env_extra):
+    """A committed git + DVC repo holding the project; returns the env to run commands in."""
+    make_project(path, overrides)
     env = {**os.environ, "PYTHONPATH": str(path), "MLFLOW_TRACKING_URI": f"sqlite:///{path}/mlflow.db",
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **env_extra}
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
                 ["git", "config", "user.name", "test"], ["dvc", "init", "-q"],
                 ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "project"]):
         run(cmd, path, env)
-    return path, env
+    return env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    path = tmp_path_factory.mktemp("project")
+    return path, init_repo(path, tiny_overrides())
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +98,15 @@ def test_exp_run_with_lambda_50_trains_with_50_and_changes_metrics(reproduced):
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("pix2pix").experiment_id])
     assert sorted(r.data.params["lambda_l1"] for r in runs) == ["100.0", "50.0"]
+
+
+@needs_shared
+@pytest.mark.parametrize("dataset,tiles", [("cars", 149), ("facades", 606)])
+def test_repro_on_a_real_dataset_through_the_mirror(tmp_path, dataset, tiles):
+    env = init_repo(tmp_path, tiny_overrides(dataset=dataset, epochs=1, **{"optim.decay_epochs": 0}),
+                    PIX2PIX_MIRROR=str(SHARED_DATA))
+    run(["dvc", "repro"], tmp_path, env)
+    manifest = (tmp_path / "data/tiles/manifest.csv").read_text().splitlines()
+    assert len(manifest) - 1 == tiles
+    assert json.loads((tmp_path / "metrics/eval.json").read_text())["test_images"] > 0
+    assert (tmp_path / "metrics/grids/epoch_001.png").exists()
