@@ -39,7 +39,7 @@ BAD = [
     (lambda p: p.update(epochs=0), "'epochs' is 0; it must be >= 1"),
     (lambda p: p.update(image_size=100), "'image_size' is 100; it must be a power of two"),
     (lambda p: p.update(dataset="imagenet"), "'dataset' is 'imagenet'; it must be one of"),
-    (lambda p: p.update(direction="sideways"), "'direction' is 'sideways'; allowed: AtoB, BtoA"),
+    (lambda p: p.update(direction="sideways"), "'direction' is 'sideways'; allowed: auto, AtoB, BtoA"),
     (lambda p: p.update(lamda_l1=10), "unknown key 'lamda_l1'"),
     (lambda p: p["model"].update(ngf=3.5), "'model.ngf' must be int"),
     (lambda p: p["model"].update(norm="layer"), "'model.norm' is 'layer'; allowed: batch, instance"),
