@@ -21,6 +21,7 @@ from pix2pix.errors import Pix2PixError
 class DataConfig:
     synthetic_count: int  # synthetic dataset: image/mask pairs generated (train + test)
     val_fraction: float  # share of train carved out as val when the source has no val split
+    mirror: str  # folder of datasets or their archives, tried before $PIX2PIX_MIRROR and the URL
     fit: Literal["crop", "pad"]  # non-square sources: resize shorter side + centre crop, or pad
 
 

@@ -6,6 +6,9 @@ import io
 import tarfile
 import threading
 import zipfile
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 from PIL import Image
@@ -71,8 +74,8 @@ def env(tmp_path, monkeypatch):
 def serve_as(monkeypatch, server, name, body, **changes):
     """Point dataset `name` at the local server, serving `body` as its archive."""
     source = DATASETS[name]
-    server.files["/" + source.archive] = body
-    monkeypatch.setitem(DATASETS, name, dataclasses.replace(source, urls=(server.url + "/" + source.archive,), **changes))
+    server.files["/" + source.archives[0]] = body
+    monkeypatch.setitem(DATASETS, name, dataclasses.replace(source, urls=(server.url + "/" + source.archives[0],), **changes))
 
 
 def cfg_for(name, **extra):
@@ -203,5 +206,66 @@ def test_cars_from_the_offline_mirror(env, monkeypatch):
 
 def test_mirror_that_is_not_a_folder_is_a_clear_error(env, monkeypatch):
     monkeypatch.setenv("PIX2PIX_MIRROR", str(env / "nowhere"))
-    with pytest.raises(Pix2PixError, match="PIX2PIX_MIRROR=.*not a folder"):
+    with pytest.raises(Pix2PixError, match=r"nowhere \(data.mirror or PIX2PIX_MIRROR\): not a folder"):
         download.fetch(cfg_for("cars"), env / "raw")
+
+
+def label_png(width, height, colours) -> bytes:
+    """A label image: vertical stripes of the given colours (or grey class ids)."""
+    mode = "RGB" if isinstance(colours[0], tuple) else "L"
+    img = Image.new(mode, (width, height))
+    stripe = width // len(colours)
+    for i, c in enumerate(colours):
+        img.paste(c, (i * stripe, 0, (i + 1) * stripe, height))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_cityscapes_from_the_users_archives(env, tmp_path):
+    """Two zips laid out as gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip are."""
+    road, car = (128, 64, 128), (0, 0, 142)
+    gt, left = [], []
+    for split, city, n in (("train", "aachen", 3), ("val", "lindau", 2), ("test", "berlin", 1)):
+        for i in range(n):
+            stem = f"{city}_{i:06d}_000019"
+            left.append((f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png", png(64, 32)))
+            gt.append((f"gtFine/{split}/{city}/{stem}_gtFine_color.png", label_png(64, 32, [road, car])))
+            gt.append((f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png", label_png(64, 32, [7, 26])))
+    archives = tmp_path / "my-archives"
+    archives.mkdir()
+    (archives / "gtFine_trainvaltest.zip").write_bytes(zip_bytes(gt))
+    (archives / "leftImg8bit_trainvaltest.zip").write_bytes(zip_bytes(left))
+    cfg = cfg_for("cityscapes", **{"data.mirror": str(archives)})
+    manifest = build_tiles(download.fetch(cfg, env / "raw"), env / "tiles", cfg)
+    assert manifest["split"].value_counts().to_dict() == {"train": 2, "val": 2, "test": 1}
+    assert all(manifest["source_a"].str.endswith("_gtFine_color.png"))  # never labelIds, never test
+    tile = np.asarray(Image.open(env / "tiles" / manifest["tile"][0]))
+    label_half = {tuple(c) for c in tile[:, 64:].reshape(-1, 3)}
+    assert label_half <= {road, car}  # resized nearest: no blended colours
+
+
+def test_cityscapes_without_archives_explains_the_licence(env):
+    with pytest.raises(Pix2PixError, match="forbids redistribution.*data.mirror"):
+        download.fetch(cfg_for("cityscapes"), env / "raw")
+
+
+def test_ade20k_keeps_only_outdoor_scenes_and_colours_150_classes(server, env, monkeypatch):
+    root = "ADEChallengeData2016"
+    scenes = {"ADE_train_00000001": "street", "ADE_train_00000002": "bathroom",
+              "ADE_train_00000003": "mountain", "ADE_train_00000004": "highway",
+              "ADE_val_00000001": "coast", "ADE_val_00000002": "kitchen"}
+    files = [(f"{root}/sceneCategories.txt", "\n".join(f"{k} {v}" for k, v in scenes.items()).encode())]
+    for stem in scenes:
+        split = "training" if "train" in stem else "validation"
+        files.append((f"{root}/images/{split}/{stem}.jpg", png(48, 40)))
+        files.append((f"{root}/annotations/{split}/{stem}.png", label_png(48, 40, [0, 13, 150])))
+    serve_as(monkeypatch, server, "ade20k-outdoor", zip_bytes(files))
+    cfg = cfg_for("ade20k-outdoor", **{"data.val_fraction": 0.34})
+    manifest = build_tiles(download.fetch(cfg, env / "raw"), env / "tiles", cfg)
+    kept = {Path(p).stem for p in manifest["source_b"]}
+    assert kept == {"ADE_train_00000001", "ADE_train_00000003", "ADE_train_00000004", "ADE_val_00000001"}
+    from pix2pix.data.masks import PALETTES
+
+    tile = np.asarray(Image.open(env / "tiles" / manifest["tile"][0]))
+    assert {tuple(c) for c in tile[:, :64].reshape(-1, 3)} <= {tuple(PALETTES["ade20k"][i]) for i in (0, 13, 150)}

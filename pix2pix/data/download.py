@@ -1,6 +1,7 @@
 """Fetch a dataset into data/raw/<dataset>/: mirror first, then the URL; verify; extract safely.
 
-- Mirror (`PIX2PIX_MIRROR`, a folder): holds the source's archive file or its extracted folder.
+- Mirror (param `data.mirror`, then env `PIX2PIX_MIRROR`; a folder): holds the source's archive
+  file(s) or its extracted folder. Cityscapes, which may not be redistributed, comes this way only.
 - HTTP: streamed with a progress bar, resumed from a partial file (`Range`), retried with
   backoff, with a timeout. Partial downloads live in the download cache (`PIX2PIX_CACHE`,
   default ~/.cache/pix2pix), never in the output.
@@ -43,20 +44,17 @@ def fetch(cfg, out_dir: str | Path) -> Path:
         log.info("generating %d synthetic car pairs (seed %d)", cfg.data.synthetic_count, cfg.seed)
         synthetic.write_dataset(out_dir, cfg.data.synthetic_count, cfg.seed)
         return out_dir
+    mirrors = [Path(m) for m in (cfg.data.mirror, os.environ.get(MIRROR_ENV)) if m]
     with atomic_dir(out_dir) as tmp:
-        record = from_mirror(source, tmp) or from_url(source, tmp)
+        record = next((r for m in mirrors if (r := from_mirror(source, m, tmp))), None) or from_url(source, tmp)
         write_json(tmp / "SOURCE.json", {"dataset": source.name, **record, "note": source.note})
     return out_dir
 
 
-def from_mirror(source: Source, dest: Path) -> dict | None:
-    """Copy the extracted dataset, or extract the archive, from $PIX2PIX_MIRROR; None if absent."""
-    mirror = os.environ.get(MIRROR_ENV)
-    if not mirror:
-        return None
-    mirror = Path(mirror)
+def from_mirror(source: Source, mirror: Path, dest: Path) -> dict | None:
+    """Copy the extracted dataset, or extract its archives, from a mirror folder; None if absent."""
     if not mirror.is_dir():
-        raise Pix2PixError(f"{MIRROR_ENV}={mirror}: not a folder; point it at a folder of datasets or unset it")
+        raise Pix2PixError(f"mirror {mirror} (data.mirror or {MIRROR_ENV}): not a folder; fix the path or unset it")
     for name in (source.name, *source.mirror_names):
         folder = mirror / name
         if folder.is_dir():
@@ -64,33 +62,35 @@ def from_mirror(source: Source, dest: Path) -> dict | None:
             verify_sums(folder)
             shutil.copytree(folder, dest, dirs_exist_ok=True)
             return {"origin": str(folder)}
-    archive = mirror / source.archive
-    if archive.is_file():
-        digest = check_sha256(archive, source.sha256)
-        extract(archive, dest)
-        return {"origin": str(archive), "sha256": digest}
-    log.info("%s holds no %s; trying the URL", mirror, source.name)
+    archives = [mirror / name for name in source.archives]
+    if archives and all(a.is_file() for a in archives):
+        digests = {}
+        for archive in archives:
+            digests[archive.name] = check_sha256(archive, source.sha256 if len(archives) == 1 else None)
+            extract(archive, dest)
+        return {"origin": str(mirror), "sha256": digests}
+    log.info("%s holds no %s; trying the next source", mirror, source.name)
     return None
 
 
 def from_url(source: Source, dest: Path) -> dict:
     if not source.urls:
-        raise Pix2PixError(f"dataset '{source.name}' cannot be downloaded: {source.note}")
+        raise Pix2PixError(f"dataset '{source.name}' has no public download: {source.note}")
     cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pix2pix")
-    archive = cache / source.archive
+    archive = cache / source.archives[0]
     errors = []
-    for url in source.urls:
+    for url in source.urls:  # alternative addresses of the same archive
         try:
             if not archive.exists():
                 download(url, archive)
             digest = check_sha256(archive, source.sha256)
             extract(archive, dest)
-            return {"origin": url, "sha256": digest}
+            return {"origin": url, "sha256": {archive.name: digest}}
         except DownloadError as err:
             errors.append(f"{url}: {err}")
     raise Pix2PixError(
-        f"could not download '{source.name}' ({'; '.join(errors)}); set {MIRROR_ENV} to a folder "
-        f"holding {source.archive} or the extracted dataset, or use dataset: synthetic"
+        f"could not download '{source.name}' ({'; '.join(errors)}); set {MIRROR_ENV} or data.mirror to a "
+        f"folder holding {archive.name} or the extracted dataset, or use dataset: synthetic"
     )
 
 

@@ -1,7 +1,7 @@
-"""Car class-id masks <-> colour masks.
+"""Class-id masks <-> colour masks.
 
-Class ids (the car-segmentation dataset): 0 background, 1 body, 2 wheels, 3 lights, 4 windows.
-Colours: background black, body red, wheels green, lights blue, windows white.
+Cars (the car-segmentation dataset): 0 background, 1 body, 2 wheels, 3 lights, 4 windows, coloured
+black, red, green, blue, white. ADE20K: ids 0 (unlabelled) .. 150, coloured by a fixed palette.
 """
 
 from __future__ import annotations
@@ -16,17 +16,32 @@ PALETTE = np.array(
 )
 
 
-def colorize(class_ids: np.ndarray, source: str = "mask") -> np.ndarray:
+def bit_palette(n: int) -> np.ndarray:
+    """The PASCAL VOC colour map: id bits spread over R, G, B; fixed, distinct, 0 is black."""
+    out = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r, g, b = r | (c & 1) << shift, g | (c >> 1 & 1) << shift, b | (c >> 2 & 1) << shift
+            c >>= 3
+        out[i] = (r, g, b)
+    return out
+
+
+PALETTES = {"cars": PALETTE, "ade20k": bit_palette(151)}
+
+
+def colorize(class_ids: np.ndarray, source: str = "mask", palette: np.ndarray = PALETTE) -> np.ndarray:
     """(H, W) class ids -> (H, W, 3) uint8 colour mask. Unknown ids raise, naming `source`."""
     if class_ids.ndim != 2:
         raise Pix2PixError(f"{source}: expected a single-channel class-id mask, got shape {class_ids.shape}")
     found = np.unique(class_ids)
-    bad = found[found >= len(PALETTE)]
+    bad = found[found >= len(palette)]
     if bad.size:
         raise Pix2PixError(
-            f"{source}: unknown class id {int(bad[0])}; car masks may only hold 0..{len(PALETTE) - 1}"
+            f"{source}: unknown class id {int(bad[0])}; masks of this dataset may only hold 0..{len(palette) - 1}"
         )
-    return PALETTE[class_ids]
+    return palette[class_ids]
 
 
 def decolorize(color: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ datasets (the pix2pix archives) keep their own halves.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from pix2pix.data.masks import colorize
-from pix2pix.data.pairs import SPLITS, Pair, discover_ab_images, discover_mask_pairs, read_class_ids, read_rgb
+from pix2pix.data.masks import PALETTES, colorize
+from pix2pix.data.pairs import (SPLITS, Pair, discover_ab_images, discover_ade20k_outdoor, discover_cityscapes,
+                                discover_mask_pairs, read_class_ids, read_rgb)
 from pix2pix.data.sources import DATASETS
 from pix2pix.errors import Pix2PixError
 from pix2pix.files import atomic_dir
@@ -37,19 +39,31 @@ def fit(image: Image.Image, size: int, mode: str, resample) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def mask_pair_tile(pair: Pair, size: int, mode: str) -> np.ndarray:
-    """Colour mask | photo, both fitted the same way; masks resized nearest (no blended colours)."""
-    photo = read_rgb(pair.image)
-    ids = read_class_ids(pair.mask)
-    if ids.shape != photo.shape[:2]:
+def _same_size(pair: Pair, photo: np.ndarray, mask: np.ndarray) -> None:
+    if mask.shape[:2] != photo.shape[:2]:
         raise Pix2PixError(
-            f"{pair.mask}: mask is {ids.shape[1]}x{ids.shape[0]} but {pair.image.name} is "
+            f"{pair.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but {pair.image.name} is "
             f"{photo.shape[1]}x{photo.shape[0]}; image and mask must be the same size"
         )
-    mask = Image.fromarray(colorize(ids, str(pair.mask)))
-    a = fit(mask, size, mode, Image.NEAREST)
-    b = fit(Image.fromarray(photo), size, mode, Image.BICUBIC)
-    return np.concatenate([np.asarray(a), np.asarray(b)], axis=1)
+
+
+def _side_by_side(a: np.ndarray, a_resample, b: np.ndarray, b_resample, size: int, mode: str) -> np.ndarray:
+    halves = [fit(Image.fromarray(x), size, mode, r) for x, r in ((a, a_resample), (b, b_resample))]
+    return np.concatenate([np.asarray(h) for h in halves], axis=1)
+
+
+def mask_pair_tile(pair: Pair, size: int, mode: str, palette: np.ndarray = PALETTES["cars"]) -> np.ndarray:
+    """Colour mask | photo, both fitted the same way; masks resized nearest (no blended colours)."""
+    photo, ids = read_rgb(pair.image), read_class_ids(pair.mask)
+    _same_size(pair, photo, ids)
+    return _side_by_side(colorize(ids, str(pair.mask), palette), Image.NEAREST, photo, Image.BICUBIC, size, mode)
+
+
+def photo_label_tile(pair: Pair, size: int, mode: str) -> np.ndarray:
+    """Photo | colour label map (cityscapes gtFine colours), the label resized nearest."""
+    photo, label = read_rgb(pair.image), read_rgb(pair.mask)
+    _same_size(pair, photo, label)
+    return _side_by_side(photo, Image.BICUBIC, label, Image.NEAREST, size, mode)
 
 
 def ab_tile(pair: Pair, size: int, mode: str) -> np.ndarray:
@@ -58,8 +72,16 @@ def ab_tile(pair: Pair, size: int, mode: str) -> np.ndarray:
     half = image.shape[1] // 2
     if half == 0:
         raise Pix2PixError(f"{pair.image}: too narrow to hold A|B halves")
-    halves = [fit(Image.fromarray(image[:, i * half:(i + 1) * half]), size, mode, Image.BICUBIC) for i in (0, 1)]
-    return np.concatenate([np.asarray(h) for h in halves], axis=1)
+    return _side_by_side(image[:, :half], Image.BICUBIC, image[:, half:2 * half], Image.BICUBIC, size, mode)
+
+
+# layout (sources.py) -> (find the pairs, make one tile)
+LAYOUTS = {
+    "masks": (discover_mask_pairs, mask_pair_tile),
+    "ade20k": (discover_ade20k_outdoor, functools.partial(mask_pair_tile, palette=PALETTES["ade20k"])),
+    "cityscapes": (discover_cityscapes, photo_label_tile),
+    "ab": (discover_ab_images, ab_tile),
+}
 
 
 def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pair]:
@@ -79,8 +101,7 @@ def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pai
 def build_tiles(raw_dir: str | Path, out_dir: str | Path, cfg) -> pd.DataFrame:
     """raw dataset -> out_dir/{train,val,test}/NNNNN.png + out_dir/manifest.csv."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    layout = DATASETS[cfg.dataset].layout
-    discover, make_tile = (discover_ab_images, ab_tile) if layout == "ab" else (discover_mask_pairs, mask_pair_tile)
+    discover, make_tile = LAYOUTS[DATASETS[cfg.dataset].layout]
     pairs = assign_splits(discover(raw_dir), cfg.data.val_fraction, cfg.seed)
     rows = []
     with atomic_dir(out_dir) as tmp:
