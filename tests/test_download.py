@@ -2,8 +2,6 @@
 
 import dataclasses
 import http.server
-import io
-import tarfile
 import threading
 import zipfile
 from pathlib import Path
@@ -13,9 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from archives import (ADE_OUTDOOR, CAR, ROAD, ade20k_zip, car_zip_entries, small_facades, tar_bytes,
+                      write_cityscapes_zips, zip_bytes)
 from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
 from pix2pix.config import load_config
 from pix2pix.data import download
+from pix2pix.data.masks import PALETTES
 from pix2pix.data.sources import DATASETS
 from pix2pix.data.tiles import build_tiles
 from pix2pix.errors import Pix2PixError
@@ -82,29 +83,6 @@ def cfg_for(name, **extra):
     return load_config(ROOT / "params.yaml", tiny_overrides(dataset=name, **{"mlflow.enabled": False}, **extra))
 
 
-def tar_bytes(files: dict) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def png(width, height, colour=(200, 100, 50)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def small_facades() -> dict:
-    if SHARED_DATA.is_dir():
-        src = SHARED_DATA / "facades"
-        return {f"facades/{split}/{i}.jpg": (src / split / f"{i}.jpg").read_bytes() for split in ("train", "val", "test") for i in (1, 2, 3)}
-    return {f"facades/{split}/{i}.jpg": png(512, 256, (i * 40, 90, 30)) for split in ("train", "val", "test") for i in (1, 2, 3)}
-
-
 def test_facades_download_extract_and_tile(server, env, monkeypatch):
     serve_as(monkeypatch, server, "facades", tar_bytes(small_facades()))
     cfg = cfg_for("facades")
@@ -148,14 +126,6 @@ def test_checksum_mismatch_is_refused_and_the_file_deleted(server, env, monkeypa
     assert not (env / "raw").exists() and not (env / "cache" / "facades.tar.gz").exists()
 
 
-def zip_bytes(entries) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for info, data in entries:
-            zf.writestr(info, data)
-    return buf.getvalue()
-
-
 def symlink_entry():
     info = zipfile.ZipInfo("data/link")
     info.external_attr = 0o120777 << 16
@@ -185,14 +155,13 @@ def test_archive_bomb_is_refused(server, env, monkeypatch):
 
 
 def test_cars_zip_in_any_layout_pairs_by_stem(server, env, monkeypatch):
-    mask = io.BytesIO()
-    Image.new("L", (40, 30), 1).save(mask, format="PNG")
-    files = [(f"car-segmentation/images/car{i}.jpg", png(40, 30)) for i in range(6)]
-    files += [(f"car-segmentation/masks/car{i}.png", mask.getvalue()) for i in range(6)]
-    serve_as(monkeypatch, server, "cars", zip_bytes(files))
+    serve_as(monkeypatch, server, "cars", zip_bytes(car_zip_entries(6)))
     cfg = cfg_for("cars", **{"data.val_fraction": 0.2})
     manifest = build_tiles(download.fetch(cfg, env / "raw"), env / "tiles", cfg)
     assert len(manifest) == 6 and set(manifest["split"]) == {"train", "val", "test"}
+    for name in manifest["tile"]:  # the mask half holds only the five car colours
+        tile = np.asarray(Image.open(env / "tiles" / name))
+        assert {tuple(c) for c in tile[:, :64].reshape(-1, 3)} <= {tuple(c) for c in PALETTES["cars"]}
 
 
 @needs_shared
@@ -210,39 +179,17 @@ def test_mirror_that_is_not_a_folder_is_a_clear_error(env, monkeypatch):
         download.fetch(cfg_for("cars"), env / "raw")
 
 
-def label_png(width, height, colours) -> bytes:
-    """A label image: vertical stripes of the given colours (or grey class ids)."""
-    mode = "RGB" if isinstance(colours[0], tuple) else "L"
-    img = Image.new(mode, (width, height))
-    stripe = width // len(colours)
-    for i, c in enumerate(colours):
-        img.paste(c, (i * stripe, 0, (i + 1) * stripe, height))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_cityscapes_from_the_users_archives(env, tmp_path):
     """Two zips laid out as gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip are."""
-    road, car = (128, 64, 128), (0, 0, 142)
-    gt, left = [], []
-    for split, city, n in (("train", "aachen", 3), ("val", "lindau", 2), ("test", "berlin", 1)):
-        for i in range(n):
-            stem = f"{city}_{i:06d}_000019"
-            left.append((f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png", png(64, 32)))
-            gt.append((f"gtFine/{split}/{city}/{stem}_gtFine_color.png", label_png(64, 32, [road, car])))
-            gt.append((f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png", label_png(64, 32, [7, 26])))
     archives = tmp_path / "my-archives"
-    archives.mkdir()
-    (archives / "gtFine_trainvaltest.zip").write_bytes(zip_bytes(gt))
-    (archives / "leftImg8bit_trainvaltest.zip").write_bytes(zip_bytes(left))
+    write_cityscapes_zips(archives)
     cfg = cfg_for("cityscapes", **{"data.mirror": str(archives)})
     manifest = build_tiles(download.fetch(cfg, env / "raw"), env / "tiles", cfg)
     assert manifest["split"].value_counts().to_dict() == {"train": 2, "val": 2, "test": 1}
     assert all(manifest["source_a"].str.endswith("_gtFine_color.png"))  # never labelIds, never test
     tile = np.asarray(Image.open(env / "tiles" / manifest["tile"][0]))
     label_half = {tuple(c) for c in tile[:, 64:].reshape(-1, 3)}
-    assert label_half <= {road, car}  # resized nearest: no blended colours
+    assert label_half <= {ROAD, CAR}  # resized nearest: no blended colours
 
 
 def test_cityscapes_without_archives_explains_the_licence(env):
@@ -251,21 +198,10 @@ def test_cityscapes_without_archives_explains_the_licence(env):
 
 
 def test_ade20k_keeps_only_outdoor_scenes_and_colours_150_classes(server, env, monkeypatch):
-    root = "ADEChallengeData2016"
-    scenes = {"ADE_train_00000001": "street", "ADE_train_00000002": "bathroom",
-              "ADE_train_00000003": "mountain", "ADE_train_00000004": "highway",
-              "ADE_val_00000001": "coast", "ADE_val_00000002": "kitchen"}
-    files = [(f"{root}/sceneCategories.txt", "\n".join(f"{k} {v}" for k, v in scenes.items()).encode())]
-    for stem in scenes:
-        split = "training" if "train" in stem else "validation"
-        files.append((f"{root}/images/{split}/{stem}.jpg", png(48, 40)))
-        files.append((f"{root}/annotations/{split}/{stem}.png", label_png(48, 40, [0, 13, 150])))
-    serve_as(monkeypatch, server, "ade20k-outdoor", zip_bytes(files))
+    serve_as(monkeypatch, server, "ade20k-outdoor", ade20k_zip())
     cfg = cfg_for("ade20k-outdoor", **{"data.val_fraction": 0.34})
     manifest = build_tiles(download.fetch(cfg, env / "raw"), env / "tiles", cfg)
     kept = {Path(p).stem for p in manifest["source_b"]}
-    assert kept == {"ADE_train_00000001", "ADE_train_00000003", "ADE_train_00000004", "ADE_val_00000001"}
-    from pix2pix.data.masks import PALETTES
-
+    assert kept == ADE_OUTDOOR
     tile = np.asarray(Image.open(env / "tiles" / manifest["tile"][0]))
     assert {tuple(c) for c in tile[:, :64].reshape(-1, 3)} <= {tuple(PALETTES["ade20k"][i]) for i in (0, 13, 150)}

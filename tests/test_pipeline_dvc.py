@@ -9,6 +9,7 @@ import sys
 import pytest
 import yaml
 
+from archives import ade20k_zip, write_cityscapes_zips
 from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
 
 OUTS = [
@@ -110,3 +111,29 @@ def test_repro_on_a_real_dataset_through_the_mirror(tmp_path, dataset, tiles):
     assert len(manifest) - 1 == tiles
     assert json.loads((tmp_path / "metrics/eval.json").read_text())["test_images"] > 0
     assert (tmp_path / "metrics/grids/epoch_001.png").exists()
+
+
+@pytest.mark.parametrize("dataset", ["cityscapes", "ade20k-outdoor"])
+def test_repro_on_archives_laid_out_like_cityscapes_and_ade20k(tmp_path, dataset):
+    """The user's own archives in `data.mirror`: download -> prepare -> train -> evaluate."""
+    mirror = tmp_path / "archives"
+    write_cityscapes_zips(mirror)
+    (mirror / "ADEChallengeData2016.zip").write_bytes(ade20k_zip())
+    project = tmp_path / "project"
+    project.mkdir()
+    overrides = tiny_overrides(dataset=dataset, epochs=1, **{"optim.decay_epochs": 0, "data.mirror": str(mirror),
+                                                               "data.val_fraction": 0.34, "eval.grid_samples": 1})
+    env = init_repo(project, overrides)
+    run(["dvc", "repro"], project, env)
+    assert json.loads((project / "metrics/eval.json").read_text())["test_images"] >= 1
+
+
+def test_a_failing_stage_exits_non_zero_with_one_line_and_no_output(tmp_path):
+    make_project(tmp_path, tiny_overrides(dataset="cityscapes"))  # no archives supplied
+    result = subprocess.run([sys.executable, "stages/download.py"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: dataset 'cityscapes' has no public download")
+    assert "Traceback" not in result.stderr
+    raw = tmp_path / "data" / "raw"
+    assert not (raw / "cityscapes").exists() and not list(raw.glob(".cityscapes*"))  # no output, no temp
