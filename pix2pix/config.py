@@ -59,6 +59,7 @@ class TrainConfig:
 class EvalConfig:
     grid_samples: int
     generator_mode: Literal["paper", "eval"]
+    fid_extractor: Literal["auto", "clean-fid", "offline"]
 
 
 @dataclass(frozen=True)

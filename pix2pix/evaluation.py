@@ -11,7 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from pix2pix.data.device_data import load_split, pick_device, split_pair, to_uint8, to_unit
-from pix2pix.files import atomic_path, write_json
+from pix2pix.fid import FidScorer
+from pix2pix.files import atomic_path, cache_dir, write_json
 from pix2pix.models import load_generator
 
 
@@ -80,7 +81,13 @@ def evaluate(cfg, model_path: str | Path, tiles_dir: str | Path, metrics_dir: st
     test = load_split(tiles_dir, "test", bundle["direction"], device)
     inputs, outputs, targets = generate(G, test, cfg.eval.generator_mode)
     metrics = {"test_" + k: v for k, v in image_metrics(outputs, targets).items()}
-    metrics["test_images"] = len(test)
+    scorer = FidScorer(targets, cfg.eval.fid_extractor, device, cache_dir("fid"))
+    try:
+        if (test_fid := scorer(outputs)) is not None:
+            metrics.update(test_FID=test_fid, fid_extractor=scorer.name)
+        metrics["test_images"] = len(test)
+    finally:
+        scorer.close()
     write_json(Path(metrics_dir) / "eval.json", metrics)
     n = cfg.eval.grid_samples
     save_grid(inputs[:n], outputs[:n], targets[:n], Path(metrics_dir) / "eval_grid.png", "test split, final generator")

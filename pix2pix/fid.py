@@ -13,13 +13,18 @@ Every FID value is reported with the name of the network that produced it.
 from __future__ import annotations
 
 import hashlib
+import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pix2pix.data.device_data import to_uint8
 from pix2pix.errors import Pix2PixError
 
+log = logging.getLogger(__name__)
 CLEANFID_WEIGHTS_DIR = "/tmp"  # where clean-fid keeps inception-2015-12-05.pt on Linux
 EXTRACTORS = ("auto", "clean-fid", "offline")
 
@@ -104,3 +109,47 @@ def fid(generated: str | Path, reference: str | Path, extractor="auto", device="
         ref_mu, ref_sigma = reference_statistics(reference, model, name, cache_dir, device)
     mu, sigma = statistics(folder_features(generated, model, device))
     return float(frechet_distance(mu, sigma, ref_mu, ref_sigma)), name
+
+
+class FidScorer:
+    """FID of generated images against one fixed set of targets, whose statistics are computed
+    once (and cached across runs by content hash, extractor and image size)."""
+
+    def __init__(self, targets: torch.Tensor, kind: str = "auto", device="cpu", cache_dir: str | Path | None = None):
+        self.device = device
+        self.model, self.name = build_extractor(kind, device)
+        self.workdir = Path(tempfile.mkdtemp(prefix="pix2pix-fid-"))
+        self.count = len(targets)
+        reference = write_pngs(targets, self.workdir / "reference")
+        if self.count < 2:
+            return
+        if cache_dir is None:
+            self.mu, self.sigma = statistics(folder_features(reference, self.model, device))
+        else:
+            self.mu, self.sigma = reference_statistics(reference, self.model, self.name, cache_dir, device)
+
+    def __call__(self, images: torch.Tensor) -> float | None:
+        """FID, or None when either set has fewer than 2 images (no covariance to compare)."""
+        from cleanfid.fid import frechet_distance
+
+        if min(len(images), self.count) < 2:
+            log.warning("FID needs at least 2 images per set (have %d and %d); not computed", len(images), self.count)
+            return None
+        generated = write_pngs(images, self.workdir / "generated")
+        mu, sigma = statistics(folder_features(generated, self.model, self.device))
+        return float(frechet_distance(mu, sigma, self.mu, self.sigma))
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def write_pngs(images: torch.Tensor, folder: Path) -> Path:
+    """float [-1, 1] (N, 3, H, W) -> folder/NNNNN.png, replacing what was there."""
+    from PIL import Image
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    pixels = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
+    for i, array in enumerate(pixels):
+        Image.fromarray(array).save(folder / f"{i:05d}.png")
+    return folder

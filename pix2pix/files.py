@@ -46,6 +46,11 @@ def atomic_dir(path: str | Path):
             shutil.rmtree(tmp)
 
 
+def cache_dir(*parts: str) -> Path:
+    """$PIX2PIX_CACHE (default ~/.cache/pix2pix): partial downloads, FID reference statistics."""
+    return Path(os.environ.get("PIX2PIX_CACHE") or Path.home() / ".cache" / "pix2pix", *parts)
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

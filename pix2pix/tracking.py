@@ -69,7 +69,12 @@ class MlflowRun:
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         if self.mlflow:
-            self.mlflow.log_metrics({k.replace("/", "_"): float(v) for k, v in metrics.items()}, step=step)
+            numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            self.mlflow.log_metrics(numbers, step=step)
+
+    def set_tags(self, tags: dict) -> None:
+        if self.mlflow:
+            self.mlflow.set_tags(tags)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         if self.mlflow:

@@ -17,9 +17,10 @@ from tqdm import tqdm
 from pix2pix.config import Config, flatten
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.sources import direction_of
-from pix2pix.data.device_data import load_split, pick_device, split_pair
+from pix2pix.data.device_data import load_split, pick_device, split_pair, to_unit
 from pix2pix.evaluation import generate, image_metrics, save_grid
-from pix2pix.files import atomic_path
+from pix2pix.fid import FidScorer
+from pix2pix.files import atomic_path, cache_dir
 from pix2pix.losses import GANLoss, discriminator_loss, generator_loss
 from pix2pix.models import build_discriminator, build_generator
 from pix2pix.tracking import EpochLog, MlflowRun
@@ -121,13 +122,14 @@ def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_
     torch.backends.cudnn.benchmark = device.type == "cuda"
     train_data = load_split(tiles_dir, "train", direction_of(cfg), device)
     val_data = load_split(tiles_dir, "val", direction_of(cfg), device)
-    grid_data = val_data[: cfg.eval.grid_samples]
     log.info("train %d, val %d pairs of %dx%d on %s", len(train_data), len(val_data), cfg.image_size, cfg.image_size, device)
 
     model = Pix2Pix(cfg, device)
     jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
     epochs_log = EpochLog(metrics_dir)
+    scorer = FidScorer(split_pair(to_unit(val_data))[1], cfg.eval.fid_extractor, device, cache_dir("fid"))
     run = MlflowRun(cfg)
+    run.set_tags({"fid_extractor": scorer.name})
     grids = Path(metrics_dir) / "grids"
     row: dict = {}
     try:
@@ -135,17 +137,20 @@ def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_
             row = {"epoch": epoch + 1, "lr": model.lr, **train_epoch(model, jitter, train_data, cfg)}
             inputs, outputs, targets = generate(model.G, val_data, cfg.eval.generator_mode)
             row.update({f"val_{k}": v for k, v in image_metrics(outputs, targets).items()})
+            if (val_fid := scorer(outputs)) is not None:
+                row.update(val_FID=val_fid, fid_extractor=scorer.name)
             model.end_epoch()
             grid_path = grids / f"epoch_{epoch + 1:03d}.png"
-            n = len(grid_data)
+            n = cfg.eval.grid_samples
             save_grid(inputs[:n], outputs[:n], targets[:n], grid_path, f"epoch {epoch + 1}/{cfg.epochs}  val")
             save_checkpoint(model.state_dict(), Path(checkpoint_dir) / "last.pt")
             epochs_log.add(row)
             run.log_metrics(row, step=epoch + 1)
             run.log_artifact(grid_path, "grids")
-            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         save_checkpoint(generator_bundle(model), model_path)
     finally:
+        scorer.close()
         run.end()
     return row
 

@@ -80,3 +80,28 @@ def test_auto_uses_the_offline_port_when_clean_fid_weights_are_absent(tmp_path, 
     assert fid.build_extractor("auto")[1] == "offline"
     with pytest.raises(Pix2PixError, match="allowed: auto, clean-fid, offline"):
         fid.build_extractor("inception")
+
+
+def test_scorer_on_tensors_matches_fid_on_folders(photos, tmp_path):
+    images = torch.stack([torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1) for p in sorted(photos.iterdir())])
+    images = images.float() / 127.5 - 1
+    scorer = fid.FidScorer(images, "offline", cache_dir=tmp_path / "cache")
+    try:
+        assert abs(scorer(images)) < 1e-3
+        blurred = degraded(photos, tmp_path / "blurred", 2)
+        expected, _ = fid.fid(blurred, photos, (scorer.model, scorer.name))
+        blurred_images = torch.stack([torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1) for p in sorted(blurred.iterdir())])
+        assert scorer(blurred_images.float() / 127.5 - 1) == pytest.approx(expected, abs=1e-3)
+    finally:
+        scorer.close()
+    assert not scorer.workdir.exists()
+
+
+def test_fid_of_a_single_image_is_skipped_not_a_hang():
+    one = torch.zeros(1, 3, 32, 32)
+    scorer = fid.FidScorer(one, "offline")
+    try:
+        assert scorer(one) is None
+        assert scorer(torch.zeros(3, 3, 32, 32)) is None  # the reference side has one image
+    finally:
+        scorer.close()

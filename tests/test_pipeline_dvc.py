@@ -75,7 +75,10 @@ def test_repro_writes_every_declared_output(reproduced):
     missing = [out for out in OUTS if not (path / out).exists()]
     assert not missing
     eval_metrics = json.loads((path / "metrics/eval.json").read_text())
-    assert {"test_L1", "test_PSNR", "test_SSIM"} <= set(eval_metrics)
+    assert {"test_L1", "test_PSNR", "test_SSIM", "test_FID"} <= set(eval_metrics)
+    assert eval_metrics["fid_extractor"] == "offline"
+    epochs = (path / "metrics/train_epochs.csv").read_text().splitlines()
+    assert "val_FID" in epochs[0] and len(epochs) == 3
     lock = yaml.safe_load((path / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"download", "prepare", "train", "evaluate"}
 
@@ -92,13 +95,16 @@ def test_exp_run_with_lambda_50_trains_with_50_and_changes_metrics(reproduced):
     assert lock["stages"]["train"]["params"]["params.yaml"]["lambda_l1"] == 50
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], path, env))
     changed = {(f, k) for f, metrics in diff.items() for k, v in metrics.items() if v.get("diff")}
-    assert ("metrics/eval.json", "test_L1") in changed
+    assert {("metrics/eval.json", k) for k in ("test_L1", "test_PSNR", "test_SSIM", "test_FID")} <= changed
     # the MLflow run of the experiment recorded the value the training actually used
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("pix2pix").experiment_id])
     assert sorted(r.data.params["lambda_l1"] for r in runs) == ["100.0", "50.0"]
+    for r in runs:  # FID every epoch, and the network that produced it
+        assert len(client.get_metric_history(r.info.run_id, "val_FID")) == 2
+        assert r.data.tags["fid_extractor"] == "offline"
 
 
 @needs_shared

@@ -27,10 +27,10 @@ from tqdm import tqdm
 from pix2pix.data import synthetic
 from pix2pix.data.sources import DATASETS, Source
 from pix2pix.errors import Pix2PixError
-from pix2pix.files import atomic_dir, write_json
+from pix2pix.files import atomic_dir, cache_dir, write_json
 
 log = logging.getLogger(__name__)
-MIRROR_ENV, CACHE_ENV = "PIX2PIX_MIRROR", "PIX2PIX_CACHE"
+MIRROR_ENV = "PIX2PIX_MIRROR"
 RETRIES, BACKOFF_S, TIMEOUT_S = 3, 1.0, 30.0
 MAX_EXTRACTED_BYTES = 64 * 2**30  # archive-bomb cap: far above any dataset here
 CHUNK = 1 << 20
@@ -76,8 +76,7 @@ def from_mirror(source: Source, mirror: Path, dest: Path) -> dict | None:
 def from_url(source: Source, dest: Path) -> dict:
     if not source.urls:
         raise Pix2PixError(f"dataset '{source.name}' has no public download: {source.note}")
-    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pix2pix")
-    archive = cache / source.archives[0]
+    archive = cache_dir() / source.archives[0]
     errors = []
     for url in source.urls:  # alternative addresses of the same archive
         try:
