@@ -1,5 +1,3 @@
-import shutil
-
 import pytest
 import yaml
 from typer.testing import CliRunner

@@ -82,16 +82,20 @@ def test_auto_uses_the_offline_port_when_clean_fid_weights_are_absent(tmp_path, 
         fid.build_extractor("inception")
 
 
+def as_tensor(folder) -> torch.Tensor:
+    """The images of a folder as one float batch in [-1, 1]."""
+    images = [torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1) for p in sorted(folder.iterdir())]
+    return torch.stack(images).float() / 127.5 - 1
+
+
 def test_scorer_on_tensors_matches_fid_on_folders(photos, tmp_path):
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1) for p in sorted(photos.iterdir())])
-    images = images.float() / 127.5 - 1
+    images = as_tensor(photos)
     scorer = fid.FidScorer(images, "offline", cache_dir=tmp_path / "cache")
     try:
         assert abs(scorer(images)) < 1e-3
         blurred = degraded(photos, tmp_path / "blurred", 2)
         expected, _ = fid.fid(blurred, photos, (scorer.model, scorer.name))
-        blurred_images = torch.stack([torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1) for p in sorted(blurred.iterdir())])
-        assert scorer(blurred_images.float() / 127.5 - 1) == pytest.approx(expected, abs=1e-3)
+        assert scorer(as_tensor(blurred)) == pytest.approx(expected, abs=1e-3)
     finally:
         scorer.close()
     assert not scorer.workdir.exists()
