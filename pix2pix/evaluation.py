@@ -73,22 +73,36 @@ def save_grid(inputs, outputs, targets, path: str | Path, title: str) -> None:
         canvas.save(tmp, format="PNG")
 
 
-def evaluate(cfg, model_path: str | Path, tiles_dir: str | Path, metrics_dir: str | Path) -> dict:
-    """The trained generator on the test split -> metrics/eval.json and metrics/eval_grid.png."""
+def evaluate(cfg, model_path: str | Path, tiles_dir: str | Path, metrics_dir: str | Path,
+             best_model_path: str | Path | None = None) -> dict:
+    """The final generator on the test split -> metrics/eval.json and metrics/eval_grid.png; the
+    best epoch's generator (if given) -> metrics/eval_grid_best.png and best_test_* metrics."""
     device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)  # paper-mode generation keeps dropout on: make it repeatable
     G, bundle = load_generator(model_path, device)
     test = load_split(tiles_dir, "test", bundle["direction"], device)
-    inputs, outputs, targets = generate(G, test, cfg.eval.generator_mode)
-    metrics = {"test_" + k: v for k, v in image_metrics(outputs, targets).items()}
-    scorer = FidScorer(targets, cfg.eval.fid_extractor, device, cache_dir("fid"))
+    scorer = FidScorer(split_pair(to_unit(test))[1], cfg.eval.fid_extractor, device, cache_dir("fid"))
     try:
-        if (test_fid := scorer(outputs)) is not None:
-            metrics.update(test_FID=test_fid, fid_extractor=scorer.name)
-        metrics["test_images"] = len(test)
+        metrics = {**split_metrics(cfg, G, test, scorer, "test", Path(metrics_dir) / "eval_grid.png",
+                                  f"test split, final generator (epoch {bundle.get('epoch', '?')})"),
+                   "test_images": len(test)}
+        if best_model_path:
+            G, bundle = load_generator(best_model_path, device)
+            metrics.update(split_metrics(cfg, G, test, scorer, "best_test", Path(metrics_dir) / "eval_grid_best.png",
+                                        f"test split, best epoch's generator (epoch {bundle['epoch']})"),
+                           best_epoch=bundle["epoch"])
     finally:
         scorer.close()
     write_json(Path(metrics_dir) / "eval.json", metrics)
+    return metrics
+
+
+def split_metrics(cfg, G, test: torch.Tensor, scorer: FidScorer, prefix: str, grid_path: Path, title: str) -> dict:
+    """L1, PSNR, SSIM and FID of G on the test pairs, and a grid of the first samples."""
+    torch.manual_seed(cfg.seed)  # paper-mode generation keeps dropout on: make it repeatable
+    inputs, outputs, targets = generate(G, test, cfg.eval.generator_mode)
+    metrics = {f"{prefix}_{k}": v for k, v in image_metrics(outputs, targets).items()}
+    if (test_fid := scorer(outputs)) is not None:
+        metrics.update({f"{prefix}_FID": test_fid, "fid_extractor": scorer.name})
     n = cfg.eval.grid_samples
-    save_grid(inputs[:n], outputs[:n], targets[:n], Path(metrics_dir) / "eval_grid.png", "test split, final generator")
+    save_grid(inputs[:n], outputs[:n], targets[:n], grid_path, title)
     return metrics

@@ -12,7 +12,6 @@ Every FID value is reported with the name of the network that produced it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ import torch
 
 from pix2pix.data.device_data import to_uint8
 from pix2pix.errors import Pix2PixError
+from pix2pix.files import atomic_path, folder_hash
 
 log = logging.getLogger(__name__)
 CLEANFID_WEIGHTS_DIR = "/tmp"  # where clean-fid keeps inception-2015-12-05.pt on Linux
@@ -68,16 +68,6 @@ def folder_features(folder: str | Path, extractor, device="cpu", batch_size: int
                                device=torch.device(device), mode="clean", verbose=False)
 
 
-def folder_hash(folder: str | Path) -> str:
-    """Content hash of the images in a folder (names and bytes), for caching reference stats."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.mean(features, axis=0), np.cov(features, rowvar=False)
 
@@ -88,7 +78,6 @@ def reference_statistics(folder, extractor, name: str, cache_dir: str | Path, de
     if cache.exists():
         with np.load(cache) as saved:
             return saved["mu"], saved["sigma"]
-    from pix2pix.files import atomic_path
 
     mu, sigma = statistics(folder_features(folder, extractor, device))
     with atomic_path(cache) as tmp:
@@ -116,7 +105,10 @@ class FidScorer:
     once (and cached across runs by content hash, extractor and image size)."""
 
     def __init__(self, targets: torch.Tensor, kind: str = "auto", device="cpu", cache_dir: str | Path | None = None):
-        self.device = device
+        self.device, self.count, self.workdir = device, 0, None
+        if kind == "none":  # FID switched off: every call answers None
+            self.name = "none"
+            return
         self.model, self.name = build_extractor(kind, device)
         self.workdir = Path(tempfile.mkdtemp(prefix="pix2pix-fid-"))
         self.count = len(targets)
@@ -129,7 +121,9 @@ class FidScorer:
             self.mu, self.sigma = reference_statistics(reference, self.model, self.name, cache_dir, device)
 
     def __call__(self, images: torch.Tensor) -> float | None:
-        """FID, or None when either set has fewer than 2 images (no covariance to compare)."""
+        """FID, or None when FID is off or either set has fewer than 2 images (no covariance)."""
+        if self.name == "none":
+            return None
         from cleanfid.fid import frechet_distance
 
         if min(len(images), self.count) < 2:
@@ -140,7 +134,8 @@ class FidScorer:
         return float(frechet_distance(mu, sigma, self.mu, self.sigma))
 
     def close(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def write_pngs(images: torch.Tensor, folder: Path) -> Path:

@@ -20,44 +20,69 @@ log = logging.getLogger(__name__)
 
 
 class EpochLog:
-    """metrics/<name>.json (last epoch, a DVC metric) and metrics/<name>_epochs.csv (DVC plots)."""
+    """metrics/<name>.json (last epoch, a DVC metric) and metrics/<name>_epochs.csv (DVC plots).
 
-    def __init__(self, metrics_dir: str | Path, name: str = "train"):
+    The JSON also holds `summary` values (the MLflow run id, the best epoch) that join DVC's record
+    of a run to MLflow's.
+    """
+
+    def __init__(self, metrics_dir: str | Path, name: str = "train", summary: dict | None = None):
         self.json_path = Path(metrics_dir) / f"{name}.json"
         self.csv_path = Path(metrics_dir) / f"{name}_epochs.csv"
         self.rows: list[dict] = []
+        self.summary = dict(summary or {})
 
-    def add(self, row: dict) -> None:
+    def add(self, row: dict, **summary) -> None:
         self.rows.append(row)
+        self.summary.update(summary)
         with atomic_path(self.csv_path) as tmp:
             pd.DataFrame(self.rows).to_csv(tmp, index=False)
-        write_json(self.json_path, row)
+        write_json(self.json_path, {**row, **self.summary})
 
 
-def git_commit() -> str:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+
+
+def git_tags() -> dict:
+    """The commit, and whether the working tree differs from it (tracked files only)."""
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit or "unknown", "git_dirty": "unknown" if dirty is None else str(bool(dirty)).lower()}
+
+
+def device_tags(device) -> dict:
+    import torch
+
+    name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    return {"device": name, "torch_version": torch.__version__}
+
+
+def tracking_uri(cfg: Config | None) -> str:
+    """$MLFLOW_TRACKING_URI, else the params' mlflow.tracking_uri, else MLflow's own default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or (cfg.mlflow.tracking_uri if cfg else "sqlite:///mlflow.db")
 
 
 class MlflowRun:
     """One MLflow run per training; a no-op when `mlflow.enabled` is false."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, tags: dict | None = None):
         self.mlflow = None
         if not cfg.mlflow.enabled:
             return
         import mlflow
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri
+        uri = tracking_uri(cfg)
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(cfg.mlflow.experiment)
         self.run = mlflow.start_run()
         self.mlflow = mlflow
         mlflow.log_params(flatten(cfg))
-        tags = {"git_commit": git_commit(), "dataset": cfg.dataset}
+        tags = {**git_tags(), "dataset": cfg.dataset, **(tags or {})}
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
         mlflow.set_tags(tags)
@@ -72,13 +97,24 @@ class MlflowRun:
             numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
             self.mlflow.log_metrics(numbers, step=step)
 
-    def set_tags(self, tags: dict) -> None:
-        if self.mlflow:
-            self.mlflow.set_tags(tags)
+    def log_step_losses(self, losses: dict, step: int) -> None:
+        """Losses every `train.log_every` steps, as step_<name> against the optimisation step."""
+        self.log_metrics({f"step_{k}": v for k, v in losses.items()}, step=step)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         if self.mlflow:
             self.mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def log_generator(self, G) -> None:
+        """The final generator as an MLflow model: mlflow.pytorch.load_model("runs:/<id>/model")."""
+        if self.mlflow:
+            import copy
+
+            import mlflow.pytorch
+
+            # a CPU copy loads anywhere; loading needs the pix2pix package importable
+            mlflow.pytorch.log_model(copy.deepcopy(G).cpu(), name="model", pip_requirements=["torch"],
+                                    serialization_format="pickle")
 
     def end(self) -> None:
         if self.mlflow:

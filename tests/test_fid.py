@@ -9,6 +9,7 @@ from conftest import SHARED_DATA
 from pix2pix import fid
 from pix2pix.data import synthetic
 from pix2pix.errors import Pix2PixError
+from pix2pix.files import folder_hash
 
 COUNT = 16
 
@@ -71,7 +72,7 @@ def test_reference_statistics_are_cached_by_content(photos, extractor, tmp_path)
     changed.mkdir()
     for path in sorted(photos.iterdir())[:-1]:
         (changed / path.name).write_bytes(path.read_bytes())
-    assert fid.folder_hash(changed) != fid.folder_hash(photos)
+    assert folder_hash(changed) != folder_hash(photos)
 
 
 def test_auto_uses_the_offline_port_when_clean_fid_weights_are_absent(tmp_path, monkeypatch):

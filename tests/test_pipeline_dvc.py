@@ -2,72 +2,23 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from archives import ade20k_zip, write_cityscapes_zips
-from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
+from conftest import SHARED_DATA, needs_shared, tiny_overrides
+from dvc_project import init_repo, make_project, run
 
 OUTS = [
     "data/raw/synthetic/train/images", "data/tiles/manifest.csv", "checkpoints/last.pt",
-    "models/generator.pt", "metrics/train.json", "metrics/train_epochs.csv",
-    "metrics/grids/epoch_001.png", "metrics/grids/epoch_002.png", "metrics/eval.json",
-    "metrics/eval_grid.png", "dvc.lock",
+    "models/generator.pt", "models/generator_best.pt", "metrics/train.json", "metrics/train_epochs.csv",
+    "metrics/grids/epoch_001.png", "metrics/grids/epoch_002.png", "metrics/curves.png", "metrics/eval.json",
+    "metrics/eval_grid.png", "metrics/eval_grid_best.png", "dvc.lock",
 ]
-
-
-def run(cmd, cwd, env):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
-def make_project(path, overrides: dict):
-    """Copy the project into `path` as a fresh git + DVC repo, with params overridden."""
-    for name in ("pix2pix", "stages"):
-        shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, path / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def init_repo(path, overrides: dict, **env_extra):
-    """A committed git + DVC repo holding the project; returns the env to run commands in."""
-    make_project(path, overrides)
-    env = {**os.environ, "PYTHONPATH": str(path), "MLFLOW_TRACKING_URI": f"sqlite:///{path}/mlflow.db",
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **env_extra}
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
-                ["git", "config", "user.name", "test"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "project"]):
-        run(cmd, path, env)
-    return env
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    path = tmp_path_factory.mktemp("project")
-    return path, init_repo(path, tiny_overrides())
-
-
-@pytest.fixture(scope="module")
-def reproduced(project):
-    path, env = project
-    run(["dvc", "repro"], path, env)
-    run(["git", "add", "-A"], path, env)
-    run(["git", "commit", "-qm", "baseline run"], path, env)
-    return path, env
 
 
 def test_repro_writes_every_declared_output(reproduced):
@@ -75,7 +26,9 @@ def test_repro_writes_every_declared_output(reproduced):
     missing = [out for out in OUTS if not (path / out).exists()]
     assert not missing
     eval_metrics = json.loads((path / "metrics/eval.json").read_text())
-    assert {"test_L1", "test_PSNR", "test_SSIM", "test_FID"} <= set(eval_metrics)
+    assert {"test_L1", "test_PSNR", "test_SSIM", "test_FID", "best_test_FID", "best_epoch"} <= set(eval_metrics)
+    train_metrics = json.loads((path / "metrics/train.json").read_text())
+    assert eval_metrics["best_epoch"] == train_metrics["best_epoch"] in (1, 2)
     assert eval_metrics["fid_extractor"] == "offline"
     epochs = (path / "metrics/train_epochs.csv").read_text().splitlines()
     assert "val_FID" in epochs[0] and len(epochs) == 3
@@ -88,9 +41,8 @@ def test_repro_again_is_a_no_op(reproduced):
     assert "up to date" in run(["dvc", "status"], path, env).lower()
 
 
-def test_exp_run_with_lambda_50_trains_with_50_and_changes_metrics(reproduced):
-    path, env = reproduced
-    run(["dvc", "exp", "run", "-S", "lambda_l1=50"], path, env)
+def test_exp_run_with_lambda_50_trains_with_50_and_changes_metrics(two_runs):
+    path, env = two_runs
     lock = yaml.safe_load((path / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params.yaml"]["lambda_l1"] == 50
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], path, env))
@@ -105,6 +57,41 @@ def test_exp_run_with_lambda_50_trains_with_50_and_changes_metrics(reproduced):
     for r in runs:  # FID every epoch, and the network that produced it
         assert len(client.get_metric_history(r.info.run_id, "val_FID")) == 2
         assert r.data.tags["fid_extractor"] == "offline"
+
+
+def test_dvc_and_mlflow_records_join_both_ways(two_runs):
+    """train.json names the MLflow run; the run names the commit, experiment, data and device."""
+    import mlflow
+
+    path, env = two_runs
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    run_id = json.loads((path / "metrics/train.json").read_text())["mlflow_run_id"]
+    tags = client.get_run(run_id).data.tags
+    assert run(["dvc", "exp", "ls", "--name-only"], path, env).split() == [tags["dvc_exp_name"]]
+    assert tags["git_commit"] == run(["git", "rev-parse", "HEAD"], path, env).strip()
+    assert tags["git_dirty"] in ("true", "false")
+    assert len(tags["dataset_hash"]) == 64 and tags["device"] == "cpu" and tags["torch_version"] == torch.__version__
+    assert client.get_run(run_id).data.params["lambda_l1"] == "50.0"
+    # losses every train.log_every (2) steps of 2 epochs, against the optimisation step
+    steps = [m.step for m in client.get_metric_history(run_id, "step_G_L1")]
+    assert len(steps) >= 4 and steps == sorted(set(steps))
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "grids")}
+    assert {"curves.png", "grids/epoch_001.png", "grids/epoch_002.png"} <= artifacts
+
+
+def test_the_final_generator_is_an_mlflow_model(two_runs):
+    import mlflow.pytorch
+
+    from pix2pix.models import load_generator
+
+    path, env = two_runs
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    run_id = json.loads((path / "metrics/train.json").read_text())["mlflow_run_id"]
+    logged = mlflow.pytorch.load_model(f"runs:/{run_id}/model").eval()
+    G, _ = load_generator(path / "models/generator.pt")
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():  # same weights; the logged copy keeps channels_last, hence float-level noise
+        torch.testing.assert_close(logged(x), G.eval()(x), rtol=0, atol=1e-6)
 
 
 @needs_shared

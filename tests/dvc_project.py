@@ -1,0 +1,45 @@
+"""A throwaway git + DVC repo holding this project, driven the way a user drives it."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+from conftest import ROOT
+
+
+def run(cmd, cwd, env):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def make_project(path, overrides: dict):
+    """Copy the project into `path` as a fresh git + DVC repo, with params overridden."""
+    for name in ("pix2pix", "stages"):
+        shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, path / name)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def init_repo(path, overrides: dict, **env_extra):
+    """A committed git + DVC repo holding the project; returns the env to run commands in."""
+    make_project(path, overrides)
+    env = {**os.environ, "PYTHONPATH": str(path), "MLFLOW_TRACKING_URI": f"sqlite:///{path}/mlflow.db",
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **env_extra}
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "test"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "project"]):
+        run(cmd, path, env)
+    return env

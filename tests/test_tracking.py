@@ -1,0 +1,56 @@
+"""What a training leaves for people and tools to read: step losses, the curves image, metrics files."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from pix2pix.curves import save_curves
+from pix2pix.data.augment import PairJitter
+from pix2pix.trainer import LOSS_NAMES, Pix2Pix, better, train_epoch
+from pix2pix.tracking import EpochLog
+
+
+def test_step_losses_are_window_means_that_add_up_to_the_epoch_mean(tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, batch_size=2, train=dataclasses.replace(tiny_cfg.train, log_every=2))
+    data = torch.randint(0, 256, (10, 6, 64, 64), dtype=torch.uint8)  # 5 steps: reads at steps 0, 2, 4
+    logged = []
+    epoch = train_epoch(Pix2Pix(cfg, torch.device("cpu")), PairJitter(64, 1.0, False), data, cfg,
+                        lambda losses, step: logged.append((step, losses)))
+    assert [step for step, _ in logged] == [1, 3, 5]
+    images = [2, 4, 4]  # images covered by each window
+    for name in LOSS_NAMES:
+        mean = sum(n * losses[name] for n, (_, losses) in zip(images, logged)) / 10
+        assert mean == pytest.approx(epoch[name], rel=1e-5)
+
+
+def test_best_epoch_is_lowest_fid_else_lowest_l1():
+    assert better({"val_FID": 90.0, "val_L1": 0.3}, {"val_FID": 100.0, "val_L1": 0.1})
+    assert not better({"val_FID": 110.0, "val_L1": 0.1}, {"val_FID": 100.0, "val_L1": 0.3})
+    assert better({"val_L1": 0.1}, {"val_L1": 0.2}) and not better({"val_L1": 0.3}, {"val_L1": 0.2})
+    assert better({"val_L1": 9.0}, None)
+
+
+def rows(fid: bool):
+    return [{"epoch": e, "G_GAN": 1.0 / e, "G_L1": 0.3, "D_real": 0.6, "D_fake": 0.5, "val_L1": 0.2,
+             "val_SSIM": 0.4, "val_PSNR": 14.0 + e, **({"val_FID": 300.0 - 10 * e} if fid else {})} for e in (1, 2, 3)]
+
+
+def test_curves_image_is_a_png_and_draws_the_fid_series(tmp_path):
+    save_curves(rows(fid=True), tmp_path / "with.png", "title")
+    save_curves(rows(fid=False), tmp_path / "without.png", "title")  # FID absent: still an image
+    with_fid, without = (Image.open(tmp_path / name).convert("RGB") for name in ("with.png", "without.png"))
+    assert with_fid.size == without.size and with_fid.width > 3 * with_fid.height
+    assert with_fid.tobytes() != without.tobytes()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_epoch_log_keeps_summary_values_in_the_json_only(tmp_path):
+    log = EpochLog(tmp_path, summary={"mlflow_run_id": "abc"})
+    log.add({"epoch": 1, "val_L1": 0.5}, best_epoch=1)
+    log.add({"epoch": 2, "val_L1": 0.6}, best_epoch=1)
+    assert json.loads((tmp_path / "train.json").read_text()) == {"epoch": 2, "val_L1": 0.6, "mlflow_run_id": "abc",
+                                                                 "best_epoch": 1}
+    assert (tmp_path / "train_epochs.csv").read_text().splitlines() == ["epoch,val_L1", "1,0.5", "2,0.6"]

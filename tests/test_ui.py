@@ -1,0 +1,90 @@
+"""`pix2pix ui` serves the MLflow store, and a real browser compares the lambda_l1 100 and 50 runs."""
+
+import html
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(os.environ.get("PIX2PIX_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+BROWSER = [CHROMIUM, "--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu",
+           "--window-size=1600,1200", "--virtual-time-budget=20000"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ui_server(two_runs):
+    """`pix2pix ui` on a free loopback port; yields (its first stdout line, base URL, env)."""
+    path, env = two_runs
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pix2pix.cli", "ui", "--port", str(port)], cwd=path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        first_line = proc.stdout.readline().strip()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:  # poll until the server answers (it needs a few seconds to start)
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, "mlflow ui exited early"
+                assert time.monotonic() < deadline, "mlflow ui did not answer within 120 s"
+                time.sleep(0.5)
+        yield first_line, url, env
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def test_ui_prints_its_url_and_serves_the_store(ui_server):
+    first_line, url, env = ui_server
+    assert first_line == f"MLflow UI for {env['MLFLOW_TRACKING_URI']} at {url}"
+    request = urllib.request.Request(url + "/ajax-api/2.0/mlflow/experiments/search",
+                                     data=json.dumps({"max_results": 10}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    names = [e["name"] for e in json.load(urllib.request.urlopen(request, timeout=30))["experiments"]]
+    assert "pix2pix" in names
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs the Debian package)")
+def test_browser_compares_the_two_lambda_runs(ui_server):
+    import mlflow
+
+    _, url, env = ui_server
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("pix2pix").experiment_id
+    runs = client.search_runs([experiment])
+    assert len(runs) == 2
+    for r in runs:  # FID per epoch, as the UI's charts show it
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_FID")] == [1, 2]
+    ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
+    page = f"{url}/#/compare-runs?runs={ids}&experiments=[\"{experiment}\"]"
+
+    dom = subprocess.run([*BROWSER, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+    for r in runs:
+        assert r.info.run_name in text
+    # the parameter table's lambda_l1 row holds one value per run
+    assert ["100.0", "50.0"] in [sorted(pair) for pair in re.findall(r"lambda_l1 (\S+) (\S+)", text)]
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "mlflow_compare_runs.png"
+    subprocess.run([*BROWSER, f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
