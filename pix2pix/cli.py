@@ -9,6 +9,7 @@ import typer
 
 from pix2pix.errors import exit_on_error
 
+PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"  # the repo's defaults
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="pix2pix-dvc: reproducible pix2pix with DVC.")
 
 
@@ -41,6 +42,70 @@ def synth(out: Path = typer.Argument(..., help="folder to create"), count: int =
 
     write_dataset(out, count, seed)
     typer.echo(f"wrote {count} pairs under {out}")
+
+
+@app.command()
+@exit_on_error
+def bench(size: int = typer.Option(256, help="image size (the paper: 256)"),
+          batch_sizes: str = typer.Option("1,4,16,32,64", help="batch sizes for this project's rows"),
+          steps: int = typer.Option(30, help="timed steps per row"),
+          warmup: int = typer.Option(5, help="untimed steps before each row (cuDNN autotuning, compile)"),
+          workers: int = typer.Option(4, help="DataLoader workers of the classic reference (its default: 4)"),
+          ngf: int = typer.Option(64, help="generator and discriminator width (the paper: 64)"),
+          device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+          tiles: Path = typer.Option(None, help="prepared tiles folder (default: synthetic cars)"),
+          compile: bool = typer.Option(False, "--compile", help="add torch.compile rows (slow warm-up)"),
+          host_data: bool = typer.Option(False, "--host-data", help="add a row with tiles in pinned host memory"),
+          profile: bool = typer.Option(False, "--profile", help="print torch.profiler's top operators at the fastest batch"),
+          json_path: Path = typer.Option(None, "--json", help="also write the table as JSON")) -> None:
+    """Training speed: the classic pix2pix pipeline (a) against this project's (b), same device.
+
+    Example: pix2pix bench --size 256 --json bench.json     (CPU smoke test: --size 64 --ngf 8 --batch-sizes 1,4)
+    """
+    import torch
+
+    from pix2pix.bench import bench as run_bench, format_table
+    from pix2pix.config import load_config
+    from pix2pix.data.device_data import pick_device
+    from pix2pix.files import write_json
+
+    cfg = load_config(Path("params.yaml") if Path("params.yaml").exists() else PARAMS,
+                      {"image_size": size, "model.ngf": ngf, "model.ndf": ngf, "device": device})
+    dev = pick_device(device)
+    sizes = [int(b) for b in batch_sizes.split(",")]
+    rows, summary = run_bench(cfg, dev, sizes, steps, warmup, workers, tiles, compiled=compile, host_data=host_data,
+                              profile=profile)
+    typer.echo(format_table(rows, dev))
+    if summary:
+        typer.echo(summary)
+    if json_path:
+        from pix2pix.bench import device_name
+
+        write_json(json_path, {"device": device_name(dev), "torch": torch.__version__, "size": size, "rows": rows})
+
+
+@app.command()
+@exit_on_error
+def ui(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file naming the store"),
+       host: str = typer.Option("127.0.0.1", help="interface to listen on; loopback keeps it private"),
+       port: int = typer.Option(5000, help="port to listen on")) -> None:
+    """Start the MLflow UI on this project's tracking store and print its URL.
+
+    The store is $MLFLOW_TRACKING_URI, else mlflow.tracking_uri in params.yaml.
+    Example: pix2pix ui --port 5001   (then open the printed URL; Ctrl-C stops it)
+    """
+    import os
+    import subprocess
+    import sys
+
+    from pix2pix.config import load_config
+    from pix2pix.tracking import tracking_uri
+
+    uri = tracking_uri(load_config(params_file) if params_file.exists() else None)
+    typer.echo(f"MLflow UI for {uri} at http://{host}:{port}")
+    sys.stdout.flush()
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.run(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri}).returncode)
 
 
 if __name__ == "__main__":

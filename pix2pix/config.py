@@ -53,13 +53,17 @@ class AugmentConfig:
 class TrainConfig:
     log_every: int
     threads: int
+    device_data_gb: float
+    compile: bool
+    cuda_graphs: bool
+    checkpoint_every: int
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     grid_samples: int
     generator_mode: Literal["paper", "eval"]
-    fid_extractor: Literal["auto", "clean-fid", "offline"]
+    fid_extractor: Literal["auto", "clean-fid", "offline", "none"]
 
 
 @dataclass(frozen=True)
@@ -201,4 +205,8 @@ def _check_values(cfg: Config, source: Path) -> None:
     need(cfg.augment.load_scale >= 1, "augment.load_scale", ">= 1 (resize up, then crop back)", cfg.augment.load_scale)
     need(cfg.train.log_every >= 1, "train.log_every", ">= 1", cfg.train.log_every)
     need(cfg.train.threads >= 0, "train.threads", ">= 0 (0: torch's default)", cfg.train.threads)
+    need(not (cfg.train.compile and cfg.train.cuda_graphs), "train.compile", "false when train.cuda_graphs is true "
+         "(pick one way to cut launch overhead)", cfg.train.compile)
+    need(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", ">= 1", cfg.train.checkpoint_every)
+    need(cfg.train.device_data_gb >= 0, "train.device_data_gb", ">= 0 (0: keep data in host memory)", cfg.train.device_data_gb)
     need(cfg.eval.grid_samples >= 1, "eval.grid_samples", ">= 1", cfg.eval.grid_samples)

@@ -15,15 +15,17 @@ import torch
 from tqdm import tqdm
 
 from pix2pix.config import Config, flatten
+from pix2pix.curves import save_curves
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.sources import direction_of
-from pix2pix.data.device_data import load_split, pick_device, split_pair, to_unit
+from pix2pix.data.device_data import batches, load_split, pick_device, place, split_pair, to_unit
 from pix2pix.evaluation import generate, image_metrics, save_grid
 from pix2pix.fid import FidScorer
-from pix2pix.files import atomic_path, cache_dir
+from pix2pix.graphs import GraphedStep
+from pix2pix.files import atomic_path, cache_dir, folder_hash
 from pix2pix.losses import GANLoss, discriminator_loss, generator_loss
 from pix2pix.models import build_discriminator, build_generator
-from pix2pix.tracking import EpochLog, MlflowRun
+from pix2pix.tracking import EpochLog, MlflowRun, device_tags
 
 log = logging.getLogger(__name__)
 LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
@@ -39,33 +41,59 @@ def linear_decay(epochs: int, decay_epochs: int):
 
 
 class Pix2Pix:
-    """Generator, discriminator, their optimisers and schedules: everything a checkpoint holds."""
+    """Generator, discriminator, their optimisers and schedules: everything a checkpoint holds.
 
-    def __init__(self, cfg: Config, device: torch.device):
+    fast=False gives the classic setup (fp32, NCHW, per-tensor Adam) for the benchmark's reference.
+    """
+
+    def __init__(self, cfg: Config, device: torch.device, fast: bool = True):
         self.cfg, self.device = cfg, device
-        self.G = build_generator(cfg).to(device, memory_format=torch.channels_last)
-        self.D = build_discriminator(cfg).to(device, memory_format=torch.channels_last)
+        layout = torch.channels_last if fast else torch.contiguous_format
+        self.G = build_generator(cfg).to(device, memory_format=layout)
+        self.D = build_discriminator(cfg).to(device, memory_format=layout)
         self.gan = GANLoss(cfg.optim.gan_mode)
+        # torch.compile: the forward/backward of G and D become fused kernels after a warm-up of the
+        # first steps; self.G / self.D stay the plain modules (state dicts, generation, export)
+        self.g_fwd = torch.compile(self.G) if cfg.train.compile else self.G
+        self.d_fwd = torch.compile(self.D) if cfg.train.compile else self.D
+        cuda = fast and device.type == "cuda"
+        self.graphs = cuda and cfg.train.cuda_graphs
+        self.graphed: GraphedStep | None = None  # captured on the first full batch
         o = cfg.optim
-        fused = device.type == "cuda"
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), fused=fused)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), fused=fused)
+
+        def adam(params):  # a captured step reads lr from a device tensor the schedule fills
+            lr = torch.tensor(o.lr, device=device) if self.graphs else o.lr
+            return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), fused=cuda, capturable=self.graphs)
+
+        self.opt_g, self.opt_d = adam(self.G.parameters()), adam(self.D.parameters())
         rule = linear_decay(cfg.epochs, o.decay_epochs)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
         self.epoch = 0  # epochs completed
-        # bf16 autocast on CUDA needs no grad scaler; fp32 on CPU.
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.steps = 0  # optimisation steps taken
+        # bf16 autocast on CUDA needs no grad scaler; fp32 on CPU. No cast cache: graphs forbid it.
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda, cache_enabled=False)
 
     def step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
         """One D update then one G update; returns the detached losses [G_GAN, G_L1, D_real, D_fake]."""
+        if self.graphs and (self.graphed is None or self.graphed.fits(real_a)):
+            if self.graphed is None:
+                self.graphed = GraphedStep(self.update, [self.G, self.D], [self.opt_g, self.opt_d], real_a, real_b)
+            losses = self.graphed(real_a, real_b)
+        else:
+            losses = self.update(real_a, real_b)
+        self.steps += 1
+        return losses
+
+    def update(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
+        """The tensor work of one step, fit for CUDA graph capture (no host syncs, no Python state)."""
         with self.autocast:
-            fake_b = self.G(real_a)
+            fake_b = self.g_fwd(real_a)
             # D: real pairs -> 1, fake pairs -> 0 (fake detached: no gradient into G here)
             self.D.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)
-            real_logits = self.D(torch.cat([real_a, real_b], 1))
-            fake_logits = self.D(torch.cat([real_a, fake_b.detach()], 1))
+            real_logits = self.d_fwd(torch.cat([real_a, real_b], 1))
+            fake_logits = self.d_fwd(torch.cat([real_a, fake_b.detach()], 1))
             loss_d, d_real, d_fake = discriminator_loss(self.gan, real_logits.float(), fake_logits.float())
         loss_d.backward()
         self.opt_d.step()
@@ -73,7 +101,7 @@ class Pix2Pix:
             # G: fool D, stay close to the target
             self.D.requires_grad_(False)
             self.opt_g.zero_grad(set_to_none=True)
-            logits = self.D(torch.cat([real_a, fake_b], 1))
+            logits = self.d_fwd(torch.cat([real_a, fake_b], 1))
             loss_g, g_gan, g_l1 = generator_loss(self.gan, logits.float(), fake_b.float(), real_b, self.cfg.lambda_l1)
         loss_g.backward()
         self.opt_g.step()
@@ -86,14 +114,14 @@ class Pix2Pix:
 
     @property
     def lr(self) -> float:
-        return self.opt_g.param_groups[0]["lr"]
+        return float(self.opt_g.param_groups[0]["lr"])
 
     def state_dict(self) -> dict:
         return {
             "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
-            "epoch": self.epoch, "torch_rng": torch.get_rng_state(), "params": flatten(self.cfg),
+            "epoch": self.epoch, "steps": self.steps, "torch_rng": torch.get_rng_state(), "params": flatten(self.cfg),
         }
 
 
@@ -102,75 +130,103 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         torch.save(state, tmp)
 
 
-def generator_bundle(model: Pix2Pix) -> dict:
+def generator_bundle(model: Pix2Pix, epoch: int) -> dict:
     """What inference needs: weights and the few params that shape the network."""
     cfg = model.cfg
     return {
-        "generator": model.G.state_dict(),
+        "generator": model.G.state_dict(), "epoch": epoch,
         "image_size": cfg.image_size, "direction": direction_of(cfg), "dataset": cfg.dataset,
         "model": {"ngf": cfg.model.ngf, "norm": cfg.model.norm, "dropout": cfg.model.dropout},
     }
 
 
+def better(row: dict, best: dict | None) -> bool:
+    """The best epoch has the lowest val FID (val L1 when FID is unavailable)."""
+    key = "val_FID" if row.get("val_FID") is not None else "val_L1"
+    return best is None or row[key] < best.get(key, float("inf"))
+
+
 def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_path: str | Path,
-          metrics_dir: str | Path) -> dict:
-    """Train for cfg.epochs; returns the last epoch's metrics."""
+          metrics_dir: str | Path, best_model_path: str | Path | None = None) -> dict:
+    """Train for cfg.epochs; returns the last epoch's metrics.
+
+    Writes, every epoch: a grid, the curves image, checkpoint_dir/last.pt, metrics rows, MLflow
+    metrics; the generator of the best epoch to best_model_path; the final one to model_path.
+    """
     torch.manual_seed(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    train_data = load_split(tiles_dir, "train", direction_of(cfg), device)
-    val_data = load_split(tiles_dir, "val", direction_of(cfg), device)
+    direction = direction_of(cfg)
+    train_data = place(load_split(tiles_dir, "train", direction), device, cfg.train.device_data_gb)
+    val_data = load_split(tiles_dir, "val", direction, device)  # small, and generated from every epoch
     log.info("train %d, val %d pairs of %dx%d on %s", len(train_data), len(val_data), cfg.image_size, cfg.image_size, device)
 
     model = Pix2Pix(cfg, device)
     jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
-    epochs_log = EpochLog(metrics_dir)
     scorer = FidScorer(split_pair(to_unit(val_data))[1], cfg.eval.fid_extractor, device, cache_dir("fid"))
-    run = MlflowRun(cfg)
-    run.set_tags({"fid_extractor": scorer.name})
-    grids = Path(metrics_dir) / "grids"
+    run = MlflowRun(cfg, {"fid_extractor": scorer.name, "dataset_hash": folder_hash(tiles_dir), **device_tags(device)})
+    epochs_log = EpochLog(metrics_dir, summary={"mlflow_run_id": run.run_id} if run.run_id else {})
+    grids, curves = Path(metrics_dir) / "grids", Path(metrics_dir) / "curves.png"
     row: dict = {}
+    best: dict | None = None
     try:
         for epoch in range(model.epoch, cfg.epochs):
-            row = {"epoch": epoch + 1, "lr": model.lr, **train_epoch(model, jitter, train_data, cfg)}
+            row = {"epoch": epoch + 1, "lr": model.lr, **train_epoch(model, jitter, train_data, cfg, run.log_step_losses)}
             inputs, outputs, targets = generate(model.G, val_data, cfg.eval.generator_mode)
             row.update({f"val_{k}": v for k, v in image_metrics(outputs, targets).items()})
             if (val_fid := scorer(outputs)) is not None:
                 row.update(val_FID=val_fid, fid_extractor=scorer.name)
             model.end_epoch()
+            if better(row, best):
+                best = row
+                if best_model_path:
+                    save_checkpoint(generator_bundle(model, epoch=epoch + 1), best_model_path)
             grid_path = grids / f"epoch_{epoch + 1:03d}.png"
             n = cfg.eval.grid_samples
             save_grid(inputs[:n], outputs[:n], targets[:n], grid_path, f"epoch {epoch + 1}/{cfg.epochs}  val")
-            save_checkpoint(model.state_dict(), Path(checkpoint_dir) / "last.pt")
-            epochs_log.add(row)
+            epochs_log.add(row, best_epoch=best["epoch"])
             run.log_metrics(row, step=epoch + 1)
             run.log_artifact(grid_path, "grids")
+            if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                save_checkpoint(model.state_dict(), Path(checkpoint_dir) / "last.pt")
+                save_curves(epochs_log.rows, curves, f"{cfg.dataset}, lambda_l1={cfg.lambda_l1:g}")
+                run.log_artifact(curves)
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-        save_checkpoint(generator_bundle(model), model_path)
+        save_checkpoint(generator_bundle(model, epoch=model.epoch), model_path)
+        run.log_generator(model.G)
     finally:
         scorer.close()
         run.end()
     return row
 
 
-def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Config) -> dict:
-    """One pass over `data` in a fresh random order; returns mean losses and images/s."""
-    n, bs = len(data), cfg.batch_size
+def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Config, on_log=None) -> dict:
+    """One pass over `data` in a fresh random order; returns mean losses and images/s.
+
+    Every `train.log_every` steps the losses are read from the device once: the progress bar shows
+    the epoch's running means and `on_log(losses, step)` gets the means since the previous read.
+    """
+    n, device = len(data), model.device
     order = torch.randperm(n, device=data.device)
-    sums = torch.zeros(len(LOSS_NAMES), device=data.device)
+    sums = torch.zeros(len(LOSS_NAMES), device=device)
+    read, read_n = torch.zeros(len(LOSS_NAMES)), 0  # sums and image count at the previous read
     start = time.perf_counter()
     model.G.train()
     model.D.train()
     with tqdm(total=n, desc=f"epoch {model.epoch + 1}/{cfg.epochs}", unit="img", leave=False) as bar:
-        for step, i in enumerate(range(0, n, bs)):
-            batch = jitter(data[order[i:i + bs]])
+        for step, batch in enumerate(batches(data, order, cfg.batch_size, device)):
+            batch = jitter(batch)
             real_a, real_b = split_pair(batch.contiguous(memory_format=torch.channels_last))
             sums += model.step(real_a, real_b) * len(batch)
             bar.update(len(batch))
             if step % cfg.train.log_every == 0:  # the only host sync in the loop
-                bar.set_postfix({k: f"{v:.3f}" for k, v in zip(LOSS_NAMES, (sums / bar.n).tolist())})
+                now = sums.to("cpu", copy=True)  # a copy: on CPU .cpu() would alias sums
+                bar.set_postfix({k: f"{v:.3f}" for k, v in zip(LOSS_NAMES, (now / bar.n).tolist())})
+                if on_log:
+                    on_log(dict(zip(LOSS_NAMES, ((now - read) / (bar.n - read_n)).tolist())), model.steps)
+                read, read_n = now, bar.n
     seconds = time.perf_counter() - start
     means = (sums / n).tolist()
     return {**dict(zip(LOSS_NAMES, means)), "images_per_s": n / seconds}

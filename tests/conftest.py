@@ -20,6 +20,7 @@ def tiny_overrides(**extra) -> dict:
     base = {
         "dataset": "synthetic", "image_size": 64, "epochs": 2, "batch_size": 2, "data.synthetic_count": 24,
         "model.ngf": 8, "model.ndf": 8, "optim.decay_epochs": 1, "eval.grid_samples": 2,
+        "train.log_every": 2,
     }
     return {**base, **extra}
 
@@ -33,3 +34,32 @@ def tiny_cfg():
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"offline dataset mirror {SHARED_DATA} is absent")
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory):
+    from dvc_project import init_repo
+
+    path = tmp_path_factory.mktemp("project")
+    return path, init_repo(path, tiny_overrides())
+
+
+@pytest.fixture(scope="session")
+def reproduced(project):
+    from dvc_project import run
+
+    path, env = project
+    run(["dvc", "repro"], path, env)
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-qm", "baseline run"], path, env)
+    return path, env
+
+
+@pytest.fixture(scope="session")
+def two_runs(reproduced):
+    """The baseline (lambda_l1 100) plus `dvc exp run -S lambda_l1=50`: two MLflow runs in one store."""
+    from dvc_project import run
+
+    path, env = reproduced
+    run(["dvc", "exp", "run", "-S", "lambda_l1=50"], path, env)
+    return path, env

@@ -5,7 +5,7 @@ from PIL import Image
 
 from pix2pix.data import synthetic
 from pix2pix.data.augment import PairJitter
-from pix2pix.data.device_data import load_split
+from pix2pix.data.device_data import batches, load_split, place
 from pix2pix.data.masks import PALETTE, colorize, decolorize
 from pix2pix.data.pairs import discover_mask_pairs
 from pix2pix.data.tiles import build_tiles, read_manifest
@@ -150,3 +150,24 @@ def test_masks_are_resized_nearest_never_blending_colours(tmp_path, tiny_cfg):
     for mode in ("crop", "pad"):
         tile = mask_pair_tile(Pair("train", tmp_path / "images" / "a.jpg", tmp_path / "labels" / "a.png"), 64, mode)
         assert {tuple(c) for c in tile[:, :64].reshape(-1, 3)} <= {tuple(c) for c in PALETTE}
+
+
+def test_a_split_over_the_device_budget_stays_in_host_memory_and_batches_cover_it_once():
+    data = torch.arange(10 * 6 * 4 * 4, dtype=torch.int64).reshape(10, 6, 4, 4).to(torch.uint8)
+    device = torch.device("cpu")
+    assert place(data, device, budget_gb=0).device.type == "cpu"
+    order = torch.randperm(10)
+    got = list(batches(data, order, 4, device))
+    assert [len(b) for b in got] == [4, 4, 2]
+    assert torch.equal(torch.cat(got), data[order])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned-memory path needs a CUDA device")
+def test_host_held_batches_arrive_on_the_gpu_in_order():
+    data = torch.randint(0, 256, (9, 6, 8, 8), dtype=torch.uint8)
+    device = torch.device("cuda")
+    held = place(data, device, budget_gb=0)
+    assert held.device.type == "cpu" and held.is_pinned()
+    order = torch.randperm(9)
+    got = torch.cat(list(batches(held, order, 2, device)))
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), data[order])

@@ -1,12 +1,17 @@
 """Load a split of tiles once, as one uint8 tensor on the training device.
 
 Shape (N, 6, H, W): channels 0-2 are the input, 3-5 the target (direction already applied), so a
-training step is pure indexing: no decoding, no DataLoader workers.
+training step is pure indexing: no decoding, no DataLoader workers. A split larger than the
+`train.device_data_gb` budget stays in pinned host memory and each batch is copied one step ahead
+on a side stream, overlapping the copy with the previous step's compute.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import logging
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -14,6 +19,8 @@ import torch
 from pix2pix.data.pairs import read_rgb
 from pix2pix.data.tiles import read_manifest
 from pix2pix.errors import Pix2PixError
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
@@ -37,6 +44,39 @@ def load_split(tiles_dir: str | Path, split: str, direction: str, device: torch.
     pair = (a, b) if direction == "AtoB" else (b, a)
     data = torch.from_numpy(np.concatenate(pair, axis=-1)).permute(0, 3, 1, 2).contiguous()
     return data.to(device)
+
+
+def place(data: torch.Tensor, device: torch.device, budget_gb: float) -> torch.Tensor:
+    """`data` on `device` if it fits in budget_gb; else in host memory (pinned when CUDA is used)."""
+    if data.numel() * data.element_size() <= budget_gb * 2**30 or device.type == "cpu":
+        return data.to(device)
+    log.info("%.1f GB of tiles exceed train.device_data_gb=%g: kept in pinned host memory",
+             data.numel() / 2**30, budget_gb)
+    return data.pin_memory() if device.type == "cuda" else data
+
+
+def batches(data: torch.Tensor, order: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """data[order] in batches on `device`; host-held data is copied one batch ahead on a side stream."""
+    starts = range(0, len(order), batch_size)
+    if data.device.type == device.type:  # already there (one GPU per process)
+        for i in starts:
+            yield data[order[i:i + batch_size]].to(device)
+        return
+    order, stream, compute = order.cpu(), torch.cuda.Stream(device), torch.cuda.current_stream(device)
+
+    def copy(i: int) -> torch.Tensor:
+        host = data[order[i:i + batch_size]].pin_memory()
+        with torch.cuda.stream(stream):
+            return host.to(device, non_blocking=True)
+
+    ahead = copy(0)
+    for i in starts:
+        compute.wait_stream(stream)  # this batch has arrived
+        batch = ahead
+        batch.record_stream(compute)  # its memory is in use by the compute stream
+        if i + batch_size < len(order):
+            ahead = copy(i + batch_size)
+        yield batch
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

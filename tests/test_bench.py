@@ -1,0 +1,56 @@
+"""`pix2pix bench` runs on CPU (small sizes) and reports every column it promises."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from pix2pix import bench
+from pix2pix.cli import app
+
+
+def test_bench_cli_prints_and_writes_the_table(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the repo's defaults are used
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--size", "32", "--ngf", "8", "--batch-sizes", "1,4", "--steps", "2",
+                                      "--warmup", "1", "--workers", "0", "--device", "cpu", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    table = json.loads(out.read_text())
+    assert table["device"] == "cpu" and table["size"] == 32
+    rows = table["rows"]
+    assert [r["pipeline"].split()[0] for r in rows] == ["(a)", "(b)", "(b)"] and [r["batch"] for r in rows] == [1, 1, 4]
+    assert rows[0]["speedup"] == 1.0 and rows[0]["precision"] == "fp32"
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["data_images_per_s"] > 0 and r["tflops"] > 0
+        assert r["ms_per_step"] == pytest.approx(1e3 * r["batch"] / r["images_per_s"])
+        assert r["speedup"] == pytest.approx(r["images_per_s"] / rows[0]["images_per_s"])
+        assert r["mfu"] is None and r["peak_mem_gb"] is None  # no CPU peak in the table
+    assert "(a) classic" in result.output and "speedup" in result.output
+
+
+def test_flops_of_a_step_are_counted_for_forward_and_backward(tiny_cfg):
+    model = bench.Pix2Pix(tiny_cfg, torch.device("cpu"))
+    x = torch.rand(2, 6, 64, 64) * 2 - 1
+    one, two = (bench.step_flops(model, x[:n, :3], x[:n, 3:]) for n in (1, 2))
+    assert one > 0 and two == pytest.approx(2 * one, rel=0.01)  # FLOPs scale with the batch
+
+
+def test_peak_table_matches_device_names():
+    cuda = torch.device("cuda")
+    for name, bf16 in (("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.4)):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(torch.cuda, "get_device_name", lambda device, n=name: n)
+            assert bench.peak_tflops(cuda, "bf16") == bf16
+    assert bench.peak_tflops(torch.device("cpu"), "fp32") is None
+
+
+def test_classic_reference_crops_and_flips_both_halves_alike(tmp_path):
+    half = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(np.concatenate([half, half], axis=1)).save(tmp_path / "t.png")
+    pairs = bench.ClassicPairs([tmp_path / "t.png"], 32, 36)
+    for _ in range(5):
+        a, b = pairs[0]
+        assert a.shape == (3, 32, 32) and torch.equal(a, b) and -1 <= a.min() <= a.max() <= 1
