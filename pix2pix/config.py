@@ -57,6 +57,8 @@ class TrainConfig:
     compile: bool
     cuda_graphs: bool
     checkpoint_every: int
+    resume: Literal["auto", "never"]
+    max_nonfinite_steps: int
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ def _check_values(cfg: Config, source: Path) -> None:
     need(cfg.train.threads >= 0, "train.threads", ">= 0 (0: torch's default)", cfg.train.threads)
     need(not (cfg.train.compile and cfg.train.cuda_graphs), "train.compile", "false when train.cuda_graphs is true "
          "(pick one way to cut launch overhead)", cfg.train.compile)
+    need(cfg.train.max_nonfinite_steps >= 0, "train.max_nonfinite_steps", ">= 0", cfg.train.max_nonfinite_steps)
     need(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", ">= 1", cfg.train.checkpoint_every)
     need(cfg.train.device_data_gb >= 0, "train.device_data_gb", ">= 0 (0: keep data in host memory)", cfg.train.device_data_gb)
     need(cfg.eval.grid_samples >= 1, "eval.grid_samples", ">= 1", cfg.eval.grid_samples)

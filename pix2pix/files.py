@@ -14,6 +14,12 @@ import tempfile
 from pathlib import Path
 
 
+def _fsync(path: str | Path) -> None:
+    """Data on disk before the rename makes it visible: a crash leaves the old file or the new one."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary file path next to `path`; on success fsync it and rename it into place."""
@@ -23,8 +29,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -33,12 +38,15 @@ def atomic_path(path: str | Path):
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path):
-    """Yield a temporary folder next to `path`; on success replace `path` with it."""
+    """Yield a temporary folder next to `path`; on success fsync its files and replace `path` with it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file() and not file.is_symlink():
+                _fsync(file)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

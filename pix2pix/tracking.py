@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
 
 from pix2pix.config import Config, flatten
+from pix2pix.errors import Pix2PixError
 from pix2pix.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -26,10 +28,11 @@ class EpochLog:
     of a run to MLflow's.
     """
 
-    def __init__(self, metrics_dir: str | Path, name: str = "train", summary: dict | None = None):
+    def __init__(self, metrics_dir: str | Path, name: str = "train", summary: dict | None = None,
+                 rows: list[dict] | None = None):
         self.json_path = Path(metrics_dir) / f"{name}.json"
         self.csv_path = Path(metrics_dir) / f"{name}_epochs.csv"
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(rows or [])  # earlier epochs of a resumed run
         self.summary = dict(summary or {})
 
     def add(self, row: dict, **summary) -> None:
@@ -67,10 +70,24 @@ def tracking_uri(cfg: Config | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or (cfg.mlflow.tracking_uri if cfg else "sqlite:///mlflow.db")
 
 
-class MlflowRun:
-    """One MLflow run per training; a no-op when `mlflow.enabled` is false."""
+def check_tracking_store(cfg: Config) -> None:
+    """Fail fast, before any work, when the MLflow tracking server does not answer."""
+    uri = tracking_uri(cfg)
+    if not cfg.mlflow.enabled or not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+    except (OSError, ValueError) as err:
+        raise Pix2PixError(f"mlflow.tracking_uri {uri} does not answer ({getattr(err, 'reason', err)}); start the "
+                           "server, fix the URI (or MLFLOW_TRACKING_URI), or set mlflow.enabled: false") from None
 
-    def __init__(self, cfg: Config, tags: dict | None = None):
+
+class MlflowRun:
+    """One MLflow run per training (the same run again when a training resumes); a no-op when
+    `mlflow.enabled` is false. After the start, a failing store never stops training: each call
+    that fails is skipped with a warning saying what was not logged (the DVC files have it all)."""
+
+    def __init__(self, cfg: Config, tags: dict | None = None, run_id: str | None = None):
         self.mlflow = None
         if not cfg.mlflow.enabled:
             return
@@ -79,43 +96,61 @@ class MlflowRun:
         uri = tracking_uri(cfg)
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(cfg.mlflow.experiment)
-        self.run = mlflow.start_run()
+        self.run = self._start(mlflow, run_id)
         self.mlflow = mlflow
-        mlflow.log_params(flatten(cfg))
+        if not run_id:
+            mlflow.log_params(flatten(cfg))
         tags = {**git_tags(), "dataset": cfg.dataset, **(tags or {})}
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
         mlflow.set_tags(tags)
         log.info("MLflow run %s in %s", self.run.info.run_id, uri)
 
+    @staticmethod
+    def _start(mlflow, run_id: str | None):
+        if run_id:
+            try:
+                return mlflow.start_run(run_id=run_id)
+            except Exception as err:  # not in this store (another URI, a deleted run)
+                log.warning("cannot resume MLflow run %s (%s); starting a new run", run_id, err)
+        return mlflow.start_run()
+
     @property
     def run_id(self) -> str | None:
         return self.run.info.run_id if self.mlflow else None
 
+    def _safe(self, what: str, call, *args, **kwargs) -> None:
+        if not self.mlflow:
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as err:
+            log.warning("MLflow store failed; %s not logged (%s: %s). Training goes on; metrics/ has it",
+                        what, type(err).__name__, str(err)[:200])
+
     def log_metrics(self, metrics: dict, step: int) -> None:
-        if self.mlflow:
-            numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-            self.mlflow.log_metrics(numbers, step=step)
+        numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        self._safe(f"metrics of step {step}", lambda: self.mlflow.log_metrics(numbers, step=step))
 
     def log_step_losses(self, losses: dict, step: int) -> None:
         """Losses every `train.log_every` steps, as step_<name> against the optimisation step."""
         self.log_metrics({f"step_{k}": v for k, v in losses.items()}, step=step)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        if self.mlflow:
-            self.mlflow.log_artifact(str(path), artifact_path=folder)
+        self._safe(f"artifact {path}", lambda: self.mlflow.log_artifact(str(path), artifact_path=folder))
 
     def log_generator(self, G) -> None:
         """The final generator as an MLflow model: mlflow.pytorch.load_model("runs:/<id>/model")."""
-        if self.mlflow:
+        def log_model():
             import copy
 
             import mlflow.pytorch
 
             # a CPU copy loads anywhere; loading needs the pix2pix package importable
             mlflow.pytorch.log_model(copy.deepcopy(G).cpu(), name="model", pip_requirements=["torch"],
-                                    serialization_format="pickle")
+                                     serialization_format="pickle")
+
+        self._safe("the generator model", log_model)
 
     def end(self) -> None:
-        if self.mlflow:
-            self.mlflow.end_run()
+        self._safe("the run's end", lambda: self.mlflow.end_run())

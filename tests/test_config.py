@@ -45,13 +45,19 @@ BAD = [
     (lambda p: p["optim"].update(decay_epochs=99), "'optim.decay_epochs' is 99; it must be in"),
     (lambda p: p["augment"].update(flip="yes"), "'augment.flip' must be bool"),
     (lambda p: p.update(model=5), "'model' must be a mapping"),
+    (lambda p: p.update(epochs=-3), "'epochs' is -3; it must be >= 1"),
+    (lambda p: p["train"].update(resume="maybe"), "'train.resume' is 'maybe'; allowed: auto, never"),
+    (lambda p: p["train"].update(compile=True), "'train.compile' is True; it must be false when train.cuda_graphs"),
+    (lambda p: p["train"].update(max_nonfinite_steps=-1), "'train.max_nonfinite_steps' is -1; it must be >= 0"),
+    (lambda p: p["eval"].update(fid_extractor="inception"), "'eval.fid_extractor' is 'inception'; allowed: auto, "),
 ]
 
 
 @pytest.mark.parametrize("edit,message", BAD)
 def test_bad_params_name_the_key(tmp_path, edit, message):
-    with pytest.raises(Pix2PixError, match=message.replace("(", r"\(")):
+    with pytest.raises(Pix2PixError, match=message.replace("(", r"\(")) as err:
         load_config(write_params(tmp_path, edit))
+    assert "\n" not in str(err.value)  # one line
 
 
 def test_malformed_yaml_and_missing_override_key(tmp_path):

@@ -33,7 +33,7 @@ def test_repro_writes_every_declared_output(reproduced):
     epochs = (path / "metrics/train_epochs.csv").read_text().splitlines()
     assert "val_FID" in epochs[0] and len(epochs) == 3
     lock = yaml.safe_load((path / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download", "prepare", "train", "evaluate"}
+    assert set(lock["stages"]) == {"check_params", "download", "prepare", "train", "evaluate"}
 
 
 def test_repro_again_is_a_no_op(reproduced):

@@ -1,0 +1,266 @@
+"""What survives what: kills, changed params, corrupt checkpoints, NaN losses, hostile files,
+failing MLflow stores and full disks, and two `dvc repro` at once."""
+
+import errno
+import json
+import logging
+import os
+import pickle
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, tiny_overrides
+from dvc_project import init_repo, run
+from pix2pix import checkpoints
+from pix2pix.config import load_config
+from pix2pix.data.synthetic import write_dataset
+from pix2pix.data.tiles import build_tiles
+from pix2pix.errors import Pix2PixError
+from pix2pix.models import load_generator
+from pix2pix.trainer import Pix2Pix, train
+
+FAULTS = ROOT / "tests" / "faults"
+
+
+def cfg_with(**overrides):
+    return load_config(ROOT / "params.yaml", tiny_overrides(**{"mlflow.enabled": False, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiles")
+    write_dataset(folder / "raw", 24, 0)
+    build_tiles(folder / "raw", folder / "tiles", cfg_with())
+    return folder / "tiles"
+
+
+def train_in(folder, tiles, cfg):
+    return train(cfg, tiles, folder / "checkpoints", folder / "generator.pt", folder / "metrics", folder / "best.pt")
+
+
+def stop_at_epoch(monkeypatch, epoch):
+    """Make the validation of `epoch` raise, as a crash would (the epochs before it are checkpointed)."""
+    from pix2pix import trainer
+
+    calls, real = [0], trainer.generate
+
+    def generate(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "generate", generate)
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+def generator_tensors(path):
+    return torch.load(path, weights_only=True)["generator"]
+
+
+def test_dvc_repro_after_sigkill_resumes_to_bit_identical_weights_in_the_same_mlflow_run(tmp_path):
+    overrides = tiny_overrides(epochs=3, **{"optim.decay_epochs": 2})
+    whole = init_repo(tmp_path / "whole", overrides)
+    run(["dvc", "repro"], tmp_path / "whole", whole)
+
+    killed = tmp_path / "killed"
+    env = init_repo(killed, overrides, PYTHONPATH=f"{killed}{os.pathsep}{FAULTS}")
+    # 9 steps per epoch here: step 13 is the middle of epoch 2
+    crash = subprocess.run(["dvc", "repro"], cwd=killed, env={**env, "PIX2PIX_KILL_AT_STEP": "13"},
+                           capture_output=True, text=True, timeout=900)
+    assert crash.returncode != 0
+    assert torch.load(killed / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
+    run(["dvc", "repro"], killed, env)
+
+    a, b = generator_tensors(tmp_path / "whole/models/generator.pt"), generator_tensors(killed / "models/generator.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    timing = ["images_per_s"]
+    pd.testing.assert_frame_equal(pd.read_csv(killed / "metrics/train_epochs.csv").drop(columns=timing),
+                                  pd.read_csv(tmp_path / "whole/metrics/train_epochs.csv").drop(columns=timing))
+    lrs = pd.read_csv(killed / "metrics/train_epochs.csv")["lr"].tolist()
+    assert lrs == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 / 3])  # the schedule went on, not restarted
+    assert sorted(p.name for p in (killed / "metrics/grids").iterdir()) == [f"epoch_00{i}.png" for i in (1, 2, 3)]
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("pix2pix").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].info.run_id == json.loads((killed / "metrics/train.json").read_text())["mlflow_run_id"]
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_FID")] == [1, 2, 3]
+
+
+def test_an_unfinished_checkpoint_is_not_resumed_under_changed_params(tmp_path, tiles, monkeypatch):
+    stop_at_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_in(tmp_path, tiles, cfg_with(epochs=3))
+    monkeypatch.undo()
+    with pytest.raises(Pix2PixError, match=r"stopped at epoch 1/3\) was trained with lambda_l1=100.0, params.yaml "
+                                           r"now has 50.0; set train.resume: never"):
+        train_in(tmp_path, tiles, cfg_with(epochs=3, lambda_l1=50.0))
+    assert torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["epoch"] == 1  # untouched
+    # the documented way out: start afresh
+    assert train_in(tmp_path, tiles, cfg_with(epochs=3, lambda_l1=50.0, **{"train.resume": "never"}))["epoch"] == 3
+    assert len(pd.read_csv(tmp_path / "metrics/train_epochs.csv")) == 3
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, tiles, monkeypatch, caplog):
+    stop_at_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_in(tmp_path, tiles, cfg_with(epochs=4))
+    last = tmp_path / "checkpoints/last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING):
+        state = checkpoints.latest(tmp_path / "checkpoints", torch.device("cpu"))
+    assert state["epoch"] == 1 and "last.pt: unreadable checkpoint" in caplog.text
+
+
+# -- numerical faults -------------------------------------------------------------------------------
+
+def test_a_step_with_a_nan_loss_is_skipped_and_too_many_in_a_row_stop_the_run():
+    cfg = cfg_with(**{"train.max_nonfinite_steps": 2})
+    model = Pix2Pix(cfg, torch.device("cpu"))
+    x = torch.rand(2, 6, 64, 64) * 2 - 1
+    model.step(x[:, :3], x[:, 3:])
+    before = [p.clone() for p in [*model.G.parameters(), *model.D.parameters()]]
+    nan = torch.full_like(x, float("nan"))
+    assert not torch.isfinite(model.step(nan[:, :3], nan[:, 3:])).all()
+    after = [*model.G.parameters(), *model.D.parameters()]
+    assert all(torch.equal(b, a) for b, a in zip(before, after))  # no update from the bad step
+    assert model.check_finite() == 1
+    model.step(x[:, :3], x[:, 3:])  # a good step resets the run of bad ones
+    model.step(nan[:, :3], nan[:, 3:])
+    model.step(nan[:, :3], nan[:, 3:])
+    assert model.check_finite() == 3
+    model.step(nan[:, :3], nan[:, 3:])
+    with pytest.raises(Pix2PixError, match="3 steps in a row had a NaN or infinite loss"):
+        model.check_finite()
+
+
+def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, tiles, monkeypatch):
+    from pix2pix.data.augment import PairJitter
+
+    real, calls = PairJitter.forward, [0]
+
+    def poisoned(self, batch):  # from the 12th batch (epoch 2) on, every input is NaN
+        calls[0] += 1
+        out = real(self, batch)
+        return out * float("nan") if calls[0] >= 12 else out
+
+    monkeypatch.setattr(PairJitter, "forward", poisoned)
+    with pytest.raises(Pix2PixError, match=r"in a row had a NaN or infinite loss \(train.max_nonfinite_steps is 2\)"):
+        train_in(tmp_path, tiles, cfg_with(epochs=3, **{"train.max_nonfinite_steps": 2, "train.log_every": 1}))
+    state = checkpoints.read(tmp_path / "checkpoints/last.pt", torch.device("cpu"))
+    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["generator"].values())
+
+
+# -- hostile and failing files -----------------------------------------------------------------------
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = RunsCode()
+    evil.marker = marker
+    for name in ("last.pt", "generator.pt"):
+        torch.save({"generator": evil}, tmp_path / name, pickle_module=pickle)
+    with pytest.raises(Pix2PixError, match="last.pt: unreadable checkpoint"):
+        checkpoints.read(tmp_path / "last.pt", torch.device("cpu"))
+    with pytest.raises(Pix2PixError, match="generator.pt: not a generator saved by pix2pix train"):
+        load_generator(tmp_path / "generator.pt")
+    assert not marker.exists()
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, tiles, monkeypatch):
+    real, saves = torch.save, []
+
+    def failing(obj, path, *args, **kwargs):
+        saves.append(path)
+        if isinstance(obj, dict) and obj.get("epoch") == 2 and "rng" in obj:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.torch, "save", failing)
+    with pytest.raises(Pix2PixError, match="next.pt: could not write the checkpoint \\(No space left on device\\); "
+                                           "free disk space. The previous checkpoint is intact"):
+        train_in(tmp_path, tiles, cfg_with(epochs=3))
+    monkeypatch.undo()
+    assert checkpoints.read(tmp_path / "checkpoints/last.pt", torch.device("cpu"))["epoch"] == 1
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+
+
+# -- tracking faults ---------------------------------------------------------------------------------
+
+def test_an_unreachable_mlflow_server_fails_before_any_work(tmp_path, tiles, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = cfg_with(**{"mlflow.enabled": True, "mlflow.tracking_uri": f"http://127.0.0.1:{port}"})
+    with pytest.raises(Pix2PixError, match=f"mlflow.tracking_uri http://127.0.0.1:{port} does not answer"):
+        train_in(tmp_path, tiles, cfg)
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_a_store_failing_mid_run_loses_mlflow_records_not_the_training(tmp_path, tiles, monkeypatch, caplog):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    real = mlflow.log_metrics
+
+    def flaky(metrics, step=None, **kwargs):
+        if step == 2 and "epoch" in metrics:
+            raise ConnectionError("store went away")
+        return real(metrics, step=step, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", flaky)
+    with caplog.at_level(logging.WARNING):
+        row = train_in(tmp_path, tiles, cfg_with(**{"mlflow.enabled": True}))
+    assert row["epoch"] == 2 and len(pd.read_csv(tmp_path / "metrics/train_epochs.csv")) == 2
+    assert "MLflow store failed; metrics of step 2 not logged (ConnectionError: store went away)" in caplog.text
+
+
+# -- concurrency --------------------------------------------------------------------------------------
+
+def test_a_second_dvc_repro_at_once_fails_on_the_lock_and_the_first_completes(tmp_path):
+    env = init_repo(tmp_path, tiny_overrides(epochs=8, **{"optim.decay_epochs": 4}))
+    first = subprocess.Popen(["dvc", "repro"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        grid = tmp_path / "metrics/grids/epoch_001.png"
+        while not grid.exists():  # wait until the first is inside the train stage
+            assert first.poll() is None, first.stdout.read()
+            time.sleep(0.2)  # a polling interval, not a timing assumption
+        second = subprocess.run(["dvc", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert first.poll() is None, "the first repro finished before the second started; lengthen its training"
+        assert second.returncode != 0
+        message = second.stdout + second.stderr  # DVC's read/write lock on the outputs in use
+        assert "is busy" in message and ".dvc/tmp/rwlock" in message
+    finally:
+        out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-3000:]
+    assert json.loads((tmp_path / "metrics/train.json").read_text())["epoch"] == 8
+    assert "up to date" in run(["dvc", "status"], tmp_path, env).lower()
+
+
+def test_dvc_exp_run_with_a_misspelt_key_fails_before_any_work(tmp_path):
+    """DVC refuses `-S` of a key params.yaml lacks; one forced in (`-S +key=...`, or by hand) is
+    refused by the check_params stage, which runs before any other."""
+    env = init_repo(tmp_path, tiny_overrides())
+    for override, message in (("lamda_l1=50", "Could not override 'lamda_l1'"),
+                              ("+lamda_l1=50", "error: params.yaml: unknown key 'lamda_l1'; allowed here: dataset, ")):
+        result = subprocess.run(["dvc", "exp", "run", "-S", override], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode != 0 and message in result.stdout + result.stderr
+        assert not [f for f in (tmp_path / "data").rglob("*") if f.is_file()]  # nothing downloaded
+        assert not (tmp_path / "checkpoints").exists()
