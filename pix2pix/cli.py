@@ -7,15 +7,20 @@ from pathlib import Path
 
 import typer
 
-from pix2pix.errors import exit_on_error
+from pix2pix.errors import Pix2PixError, exit_on_error
 
 PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"  # the repo's defaults
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="pix2pix-dvc: reproducible pix2pix with DVC.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="pix2pix-dvc: reproducible pix2pix with DVC.")
 
 
 @app.callback()
-def main() -> None:
+def main(debug: bool = typer.Option(False, "--debug", help="show the traceback of an unexpected error")) -> None:
     """Reproducible pix2pix. Train with `dvc repro`; these commands help around it."""
+    if debug:
+        import os
+
+        os.environ["PIX2PIX_DEBUG"] = "1"
 
 
 @app.command()
@@ -106,6 +111,61 @@ def ui(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="p
     sys.stdout.flush()
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     raise typer.Exit(subprocess.run(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri}).returncode)
+
+
+@app.command()
+@exit_on_error
+def translate(model: str = typer.Argument(..., help="models/generator.pt, checkpoints/last.pt or runs:/<run id>/model"),
+              inputs: list[Path] = typer.Argument(..., help="image files or folders"),
+              out: Path = typer.Option(Path("translated"), "--out", help="folder for <name>.png outputs"),
+              mode: str = typer.Option("paper", help="paper: dropout and per-image batch statistics, as the "
+                                                     "paper tests; eval: deterministic eval mode"),
+              batch_size: int = typer.Option(8, help="tiles per forward pass in eval mode"),
+              device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+              seed: int = typer.Option(0, help="seed of the dropout noise in paper mode")) -> None:
+    """Translate your own images with a trained generator; any size (padded or tiled).
+
+    Cars take a class-id mask (grey, ids 0-4) or a colour mask; other datasets their input image.
+    Example: pix2pix translate models/generator.pt my_masks/ --out translated/
+    """
+    from pix2pix.data.device_data import pick_device
+    from pix2pix.translate import translate as run_translate
+
+    if mode not in ("paper", "eval"):
+        raise Pix2PixError(f"--mode is {mode!r}; allowed: paper, eval")
+    for path in run_translate(model, inputs, out, mode, batch_size, pick_device(device), seed):
+        typer.echo(path)
+
+
+@app.command()
+@exit_on_error
+def export(model: str = typer.Argument(..., help="models/generator.pt, a checkpoint or runs:/<run id>/model"),
+           out: Path = typer.Option(Path("generator.torchscript.pt"), "--out", help="file to write"),
+           fmt: str = typer.Option("torchscript", "--format", help="torchscript")) -> None:
+    """Export the generator (eval mode) for use without this package: torch.jit.load(FILE).
+
+    Example: pix2pix export models/generator.pt --out generator.ts.pt
+    """
+    from pix2pix.translate import export as run_export
+
+    typer.echo(run_export(model, out, fmt))
+
+
+@app.command()
+@exit_on_error
+def doctor(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file to check")) -> None:
+    """Check what a long run needs: device, bf16, memory, FID network, DVC, MLflow store, dataset.
+
+    Exits 1 when something blocks a run (a FAIL line).
+    Example: pix2pix doctor
+    """
+    from pix2pix.doctor import diagnose
+
+    checks = diagnose(params_file)
+    for c in checks:
+        typer.echo(f"{c.status:<4}  {c.name:<8} {c.detail}")
+    if any(c.status == "FAIL" for c in checks):
+        raise Pix2PixError("doctor found blockers (FAIL lines above)")
 
 
 if __name__ == "__main__":

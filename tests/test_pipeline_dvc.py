@@ -92,6 +92,13 @@ def test_the_final_generator_is_an_mlflow_model(two_runs):
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():  # same weights; the logged copy keeps channels_last, hence float-level noise
         torch.testing.assert_close(logged(x), G.eval()(x), rtol=0, atol=1e-6)
+    # and `pix2pix translate runs:/<id>/model` reads it, with the run's image size and dataset
+    from pix2pix.translate import load_model
+
+    via_uri, info = load_model(f"runs:/{run_id}/model", torch.device("cpu"))
+    assert info == {"image_size": 64, "dataset": "synthetic"}
+    with torch.no_grad():
+        torch.testing.assert_close(via_uri.eval()(x), G(x), rtol=0, atol=1e-6)
 
 
 @needs_shared

@@ -1,0 +1,159 @@
+"""Apply a trained generator to a user's own images (`pix2pix translate`) and export it (`pix2pix export`).
+
+Any size and aspect ratio: an image up to MAX_WHOLE times the training size per side is padded
+(reflect) to a multiple of the size the U-Net halves down to 1 pixel, run whole and cropped back;
+a larger one is cut into overlapping tiles of the training size whose outputs are blended with a
+smooth window, so no seams show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from pix2pix.data.device_data import to_uint8
+from pix2pix.data.masks import PALETTE, colorize
+from pix2pix.data.pairs import read_rgb
+from pix2pix.errors import Pix2PixError
+from pix2pix.evaluation import generation_mode
+from pix2pix.models import UnetGenerator, load_generator
+
+MAX_WHOLE = 4  # sides up to 4 x image_size run in one pass; larger images are tiled
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def load_model(source: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """(G, {"image_size", "dataset"}) from models/generator*.pt, a training checkpoint
+    (checkpoints/last.pt or best.pt) or an MLflow model URI (runs:/<run id>/model)."""
+    if source.startswith("runs:/"):
+        import mlflow
+        import mlflow.pytorch
+
+        try:
+            G = mlflow.pytorch.load_model(source, map_location=device)
+            params = mlflow.MlflowClient().get_run(source.split("/")[1]).data.params
+        except Exception as err:
+            raise Pix2PixError(f"{source}: cannot load the MLflow model ({type(err).__name__}: {err}); "
+                               "check the run id and MLFLOW_TRACKING_URI") from None
+        return G.to(device), {"image_size": int(params["image_size"]), "dataset": params["dataset"]}
+    path = Path(source)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise Pix2PixError(f"{path}: no such file; give models/generator.pt, a checkpoint or runs:/<id>/model") from None
+    except Exception as err:
+        raise Pix2PixError(f"{path}: not a pix2pix model ({type(err).__name__}); give models/generator.pt, "
+                           "a checkpoint or runs:/<id>/model") from None
+    if isinstance(state, dict) and "params" in state and "generator" in state:  # a training checkpoint
+        p = state["params"]
+        G = UnetGenerator(3, 3, p["image_size"], p["model.ngf"], p["model.norm"], p["model.dropout"])
+        G.load_state_dict(state["generator"])
+        return G.to(device), {"image_size": p["image_size"], "dataset": p["dataset"]}
+    G, bundle = load_generator(path, device)
+    return G, {"image_size": bundle["image_size"], "dataset": bundle["dataset"]}
+
+
+def read_input(path: Path, dataset: str) -> np.ndarray:
+    """(H, W, 3) uint8 input. For cars a class-id mask (grey, ids 0-4) becomes the colour mask the
+    model was trained on; a colour mask passes as it is."""
+    rgb = read_rgb(path)
+    if dataset in ("cars", "synthetic"):
+        grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+        if grey and rgb.max() < len(PALETTE):
+            return colorize(rgb[..., 0], str(path))
+    return rgb
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    mode = "reflect" if ph < h and pw < w else "replicate"  # reflect cannot pad more than the image
+    return F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x
+
+
+def run(G: torch.nn.Module, x: torch.Tensor, mode: str, batch_size: int) -> torch.Tensor:
+    """G on a batch; in paper mode one image at a time (batch norm uses each image's own statistics)."""
+    step = 1 if mode == "paper" else batch_size
+    with generation_mode(G, mode):
+        return torch.cat([G(x[i:i + step]).float() for i in range(0, len(x), step)])
+
+
+def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size: int) -> torch.Tensor:
+    """Overlapping size x size tiles (a quarter overlap), blended with a Hann window."""
+    x = pad_to_multiple(x, size)
+    _, _, h, w = x.shape
+    stride = size * 3 // 4
+
+    def starts(n: int) -> list[int]:
+        return sorted({*range(0, n - size, stride), n - size})
+
+    boxes = [(top, left) for top in starts(h) for left in starts(w)]
+    window = torch.hann_window(size, periodic=False, device=x.device) + 1e-3
+    weight = (window[:, None] * window[None, :])[None, None]
+    out, total = torch.zeros_like(x), torch.zeros_like(x[:, :1])
+    tiles = torch.cat([x[:, :, t:t + size, l:l + size] for t, l in boxes])
+    for (t, l), y in zip(boxes, run(G, tiles, mode, batch_size)):
+        out[:, :, t:t + size, l:l + size] += y * weight[0]
+        total[:, :, t:t + size, l:l + size] += weight[0]
+    return out / total
+
+
+def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, batch_size: int,
+                    device: torch.device) -> np.ndarray:
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device).float().div(127.5).sub(1)
+    h, w = x.shape[-2:]
+    if max(h, w) <= MAX_WHOLE * size:
+        y = run(G, pad_to_multiple(x, size), mode, batch_size)
+    else:
+        y = tiled(G, x, size, mode, batch_size)
+    return to_uint8(y[:, :, :h, :w])[0].permute(1, 2, 0).cpu().numpy()
+
+
+def input_files(inputs: list[Path]) -> list[Path]:
+    found = []
+    for item in inputs:
+        if item.is_dir():
+            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise Pix2PixError(f"{item}: no such file or folder")
+    if not found:
+        raise Pix2PixError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}")
+    return found
+
+
+def translate(source: str, inputs: list[Path], out_dir: Path, mode: str = "paper", batch_size: int = 8,
+              device: torch.device | str = "cpu", seed: int = 0) -> list[Path]:
+    """Translate every image in `inputs` to out_dir/<name>.png; returns the written paths."""
+    device = torch.device(device)
+    G, info = load_model(source, device)
+    files = input_files(inputs)
+    torch.manual_seed(seed)  # paper mode keeps dropout on: the same seed gives the same images
+    written = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(files, desc="translate", unit="img"):
+        rgb = read_input(path, info["dataset"])
+        result = translate_image(G, rgb, info["image_size"], mode, batch_size, device)
+        target = out_dir / f"{path.stem}.png"
+        Image.fromarray(result).save(target)
+        written.append(target)
+    return written
+
+
+def export(source: str, out: Path, fmt: str = "torchscript") -> Path:
+    """The generator in eval mode (dropout off, batch-norm running statistics), traced to TorchScript."""
+    if fmt != "torchscript":
+        raise Pix2PixError(f"export format {fmt!r} is not supported; use torchscript")
+    G, info = load_model(source, torch.device("cpu"))
+    example = torch.zeros(1, 3, info["image_size"], info["image_size"])
+    with torch.no_grad():
+        traced = torch.jit.trace(G.eval(), example)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    traced.save(str(out))
+    return out

@@ -1,0 +1,145 @@
+"""Using a trained generator: translate any image, export it, check the machine, and the README's
+quick try-out run as written."""
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from pix2pix import checkpoints
+from pix2pix.cli import app
+from pix2pix.data.masks import PALETTE
+from pix2pix.trainer import Pix2Pix, generator_bundle
+from pix2pix.translate import load_model, tiled, translate_image
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    from pix2pix.config import load_config
+
+    from conftest import tiny_overrides
+
+    cfg = load_config(ROOT / "params.yaml", tiny_overrides(**{"mlflow.enabled": False}))
+    folder = tmp_path_factory.mktemp("models")
+    model = Pix2Pix(cfg, torch.device("cpu"))
+    checkpoints.save(generator_bundle(model, epoch=2), folder / "generator.pt")
+    checkpoints.save({**model.state_dict(), "rng": checkpoints.rng_states()}, folder / "last.pt")
+    return folder
+
+
+def test_any_size_comes_back_at_its_size_whole_or_tiled(model_files):
+    G, info = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
+    assert info == {"image_size": 64, "dataset": "synthetic"}
+    rng = np.random.default_rng(0)
+    for h, w in ((37, 50), (64, 64), (90, 300)):  # 300 > 4 x 64: tiled
+        out = translate_image(G, rng.integers(0, 255, (h, w, 3), dtype=np.uint8), 64, "eval", 4, torch.device("cpu"))
+        assert out.shape == (h, w, 3) and out.dtype == np.uint8
+
+
+def test_tiles_blend_back_into_the_image_without_seams():
+    x = torch.rand(1, 3, 150, 410) * 2 - 1
+    torch.testing.assert_close(tiled(nn.Identity(), x, 64, "eval", 4)[:, :, :150, :410], x)
+
+
+def test_training_checkpoint_and_generator_file_give_the_same_model(model_files):
+    a, _ = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
+    b, _ = load_model(str(model_files / "last.pt"), torch.device("cpu"))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_cli_translates_class_id_and_colour_masks_alike(model_files, tmp_path):
+    ids = np.zeros((48, 80), np.uint8)
+    ids[10:30, 10:70], ids[30:40, 15:25] = 1, 2
+    (tmp_path / "in").mkdir()
+    Image.fromarray(ids).save(tmp_path / "in" / "ids.png")
+    Image.fromarray(PALETTE[ids]).save(tmp_path / "in" / "colour.png")
+    result = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "in"),
+                                      "--out", str(tmp_path / "out"), "--mode", "eval", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    a, b = (np.asarray(Image.open(tmp_path / "out" / f"{n}.png")) for n in ("ids", "colour"))
+    assert a.shape == (48, 80, 3) and np.array_equal(a, b)
+
+
+def test_paper_mode_is_repeatable_by_seed(model_files, tmp_path):
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "x.png")
+    outs = []
+    for run in range(2):
+        r = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "x.png"),
+                                     "--out", str(tmp_path / f"o{run}"), "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        outs.append(np.asarray(Image.open(tmp_path / f"o{run}" / "x.png")))
+    assert np.array_equal(*outs)
+
+
+def test_exported_torchscript_matches_the_eager_generator(model_files, tmp_path):
+    result = CliRunner().invoke(app, ["export", str(model_files / "generator.pt"), "--out", str(tmp_path / "g.ts")])
+    assert result.exit_code == 0, result.output
+    G, _ = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(tmp_path / "g.ts"))(x), G.eval()(x))
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(model_files, tmp_path, monkeypatch):
+    missing = CliRunner().invoke(app, ["translate", str(tmp_path / "nope.pt"), str(tmp_path)])
+    assert missing.exit_code == 1 and missing.output.strip().splitlines() == [
+        f"error: {tmp_path / 'nope.pt'}: no such file; give models/generator.pt, a checkpoint or runs:/<id>/model"]
+    from pix2pix import translate
+
+    monkeypatch.setattr(translate, "translate", lambda *a: 1 / 0)
+    monkeypatch.delenv("PIX2PIX_DEBUG", raising=False)
+    args = ["translate", str(model_files / "generator.pt"), str(tmp_path)]
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 1 and "Traceback" not in plain.output
+    assert "error: ZeroDivisionError: division by zero (run with --debug for the traceback)" in plain.output
+    debug = CliRunner().invoke(app, ["--debug", *args])
+    assert isinstance(debug.exception, ZeroDivisionError)
+
+
+def test_every_command_has_help_with_an_example():
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"params", "synth", "bench", "ui", "translate", "export", "doctor"} <= set(commands)
+    for name in commands:
+        result = CliRunner().invoke(app, [name, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output, name
+
+
+def test_doctor_reports_and_fails_on_a_blocker(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    ok = CliRunner().invoke(app, ["doctor"])
+    assert ok.exit_code == 0, ok.output
+    for name in ("torch", "device", "FID", "DVC", "MLflow", "dataset"):
+        assert re.search(rf"^(ok|warn)\s+{name}\b", ok.output, re.M), name
+    params["mlflow"]["tracking_uri"] = "http://127.0.0.1:9"  # discard port: nothing answers
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    bad = CliRunner().invoke(app, ["doctor"])
+    assert bad.exit_code == 1 and re.search(r"^FAIL\s+MLflow\s+mlflow.tracking_uri http://127.0.0.1:9", bad.output, re.M)
+
+
+def readme_quick_try() -> str:
+    section = (ROOT / "README.md").read_text().split("## Quick try", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_quick_try_runs_as_written(tmp_path):
+    from dvc_project import init_repo
+
+    env = init_repo(tmp_path, {})  # the committed params.yaml, as a new user has it
+    result = subprocess.run(["bash", "-e", "-c", readme_quick_try()], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    outputs = sorted(p.name for p in (tmp_path / "translated").iterdir())
+    assert outputs and outputs == sorted(p.with_suffix(".png").name for p in (tmp_path / "my_masks/train/labels").iterdir())
