@@ -147,12 +147,12 @@ def reference_row(cfg: Config, tiles_dir: Path, device: torch.device, workers: i
     return measure("(a) classic: PIL + DataLoader, fp32", model, next_batch, 1, "fp32", device, steps, warmup)
 
 
-def project_row(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.device, steps: int, warmup: int,
-                compiled: bool = False, graphs: bool = True) -> dict:
-    """(b) this project: resident uint8 tiles, kornia jitter on the device, bf16 and a CUDA graph on CUDA."""
+def project_pipeline(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.device,
+                     compiled: bool = False, graphs: bool = True):
+    """(model, next_batch) of this project's pipeline: resident uint8 tiles, kornia jitter on the
+    device, bf16 and a CUDA graph on CUDA (as train.py sets them up)."""
     train = dataclasses.replace(cfg.train, compile=compiled, cuda_graphs=graphs and not compiled)
-    cfg = dataclasses.replace(cfg, batch_size=batch_size, train=train)
-    model = Pix2Pix(cfg, device)
+    model = Pix2Pix(dataclasses.replace(cfg, batch_size=batch_size, train=train), device)
     jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
     it = endless(lambda: batches(data, torch.randperm(len(data), device=data.device)[:len(data) // batch_size * batch_size],
                                  batch_size, device))
@@ -160,16 +160,43 @@ def project_row(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.
     def next_batch():
         return split_pair(jitter(next(it)).contiguous(memory_format=torch.channels_last))
 
+    return model, next_batch
+
+
+def project_row(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.device, steps: int, warmup: int,
+                compiled: bool = False, graphs: bool = True) -> dict:
+    """(b) this project's pipeline, named after what differs from the defaults."""
+    model, next_batch = project_pipeline(cfg, data, batch_size, device, compiled, graphs)
     cuda = device.type == "cuda"
-    notes = [note for note, on in (("compiled", compiled), ("no CUDA graph", cuda and not train.cuda_graphs),
+    notes = [note for note, on in (("compiled", compiled), ("no CUDA graph", cuda and not model.graphs and not compiled),
                                    ("host data", data.device.type != device.type)) if on]
     name = "(b) pix2pix-dvc" + "".join(f", {n}" for n in notes)
     return measure(name, model, next_batch, batch_size, "bf16" if cuda else "fp32", device, steps, warmup)
 
 
+def profile_summary(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.device, steps: int = 10) -> str:
+    """torch.profiler's top operators of this project's step at `batch_size`, run eagerly so that
+    each operator shows (a CUDA graph replay would show as one launch): where the GPU time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, next_batch = project_pipeline(cfg, data, batch_size, device)
+    batch = next_batch()
+    for _ in range(3):
+        model.update(*batch)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            model.update(*batch)
+        sync(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60)
+
+
 def run_bench(cfg: Config, tiles_dir: Path, device: torch.device, batch_sizes: list[int], steps: int, warmup: int,
-              workers: int, compiled: bool = False, host_data: bool = False) -> list[dict]:
-    """All rows, the reference first; every row gets its speedup over the reference."""
+              workers: int, compiled: bool = False, host_data: bool = False,
+              profile: bool = False) -> tuple[list[dict], str | None]:
+    """All rows, the reference first, each with its speedup over the reference; and (with
+    `profile`) the profiler summary at the fastest batch size."""
     torch.backends.cudnn.benchmark = device.type == "cuda"
     rows = [reference_row(cfg, tiles_dir, device, workers, steps, warmup)]
     data = load_split(tiles_dir, "train", "AtoB", device)
@@ -191,29 +218,7 @@ def run_bench(cfg: Config, tiles_dir: Path, device: torch.device, batch_sizes: l
         rows.append(project_row(cfg, data.cpu().pin_memory(), fastest, device, steps, warmup))
     for row in rows:
         row["speedup"] = row["images_per_s"] / rows[0]["images_per_s"]
-    return rows
-
-
-def profile_summary(cfg: Config, tiles_dir: Path, batch_size: int, device: torch.device, steps: int = 10) -> str:
-    """torch.profiler's top operators of this project's step at `batch_size`, run eagerly so that
-    each operator shows (a CUDA graph replay would show as one launch): where the GPU time goes."""
-    from torch.profiler import ProfilerActivity, profile
-
-    data = load_split(tiles_dir, "train", "AtoB", device)
-    cfg = dataclasses.replace(cfg, batch_size=batch_size)
-    model = Pix2Pix(cfg, device)
-    jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
-    order = torch.randperm(len(data), device=data.device)
-    batch = split_pair(jitter(data[order[:batch_size]]).contiguous(memory_format=torch.channels_last))
-    for _ in range(3):
-        model.update(*batch)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            model.update(*batch)
-        sync(device)
-    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60)
+    return rows, profile_summary(cfg, data, fastest, device) if profile else None
 
 
 def synthetic_tiles(cfg: Config, count: int, folder: Path) -> Path:
@@ -246,10 +251,8 @@ def format_table(rows: list[dict], device: torch.device) -> str:
 def bench(cfg: Config, device: torch.device, batch_sizes: list[int], steps: int, warmup: int, workers: int,
           tiles_dir: Path | None = None, count: int = 64, compiled: bool = False, host_data: bool = False,
           profile: bool = False) -> tuple[list[dict], str | None]:
-    """The table's rows, and (with `profile`) the profiler summary at the fastest batch size."""
+    """run_bench on `tiles_dir`, or on synthetic tiles made for the occasion."""
     with tempfile.TemporaryDirectory(prefix="pix2pix-bench-") as tmp:
         count = max(count, round(1.5 * max(batch_sizes)) + 8)  # enough train tiles for the largest batch
         tiles = tiles_dir or synthetic_tiles(cfg, count, Path(tmp))
-        rows = run_bench(cfg, tiles, device, batch_sizes, steps, warmup, workers, compiled, host_data)
-        fastest = max(rows, key=lambda r: r["images_per_s"])["batch"]
-        return rows, profile_summary(cfg, tiles, fastest, device) if profile else None
+        return run_bench(cfg, tiles, device, batch_sizes, steps, warmup, workers, compiled, host_data, profile)

@@ -20,12 +20,12 @@ from pix2pix.config import Config, flatten
 from pix2pix.curves import save_curves
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.sources import direction_of
-from pix2pix.data.device_data import batches, load_split, pick_device, place, split_pair, to_unit
+from pix2pix.data.device_data import batches, load_split, pick_device, pixels_hash, place, split_pair, to_unit
 from pix2pix.evaluation import generate, image_metrics, save_grid
 from pix2pix.fid import FidScorer
 from pix2pix.graphs import GraphedStep
 from pix2pix.errors import Pix2PixError
-from pix2pix.files import cache_dir, folder_hash
+from pix2pix.files import atomic_path, cache_dir
 from pix2pix.losses import GANLoss, discriminator_loss, generator_loss
 from pix2pix.models import build_discriminator, build_generator
 from pix2pix.tracking import EpochLog, MlflowRun, check_tracking_store, device_tags
@@ -193,9 +193,11 @@ def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_
     check_tracking_store(cfg)  # an unreachable MLflow server fails here, before any work
     device = pick_device(cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    direction, dataset_hash = direction_of(cfg), folder_hash(tiles_dir)
-    train_data = place(load_split(tiles_dir, "train", direction), device, cfg.train.device_data_gb)
-    val_data = load_split(tiles_dir, "val", direction, device)  # small, and generated from every epoch
+    direction = direction_of(cfg)
+    train_data, val_data = (load_split(tiles_dir, split, direction) for split in ("train", "val"))
+    dataset_hash = pixels_hash(train_data, val_data)
+    train_data = place(train_data, device, cfg.train.device_data_gb)
+    val_data = val_data.to(device)  # small, and generated from every epoch
     log.info("train %d, val %d pairs of %dx%d on %s", len(train_data), len(val_data), cfg.image_size, cfg.image_size, device)
 
     model = Pix2Pix(cfg, device)
@@ -241,7 +243,8 @@ def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         checkpoints.save(generator_bundle(model, epoch=model.epoch), model_path)
         if best_model_path:
-            shutil.copyfile(best_path, best_model_path)
+            with atomic_path(best_model_path) as tmp:
+                shutil.copyfile(best_path, tmp)
         run.log_generator(model.G)
     finally:
         scorer.close()
