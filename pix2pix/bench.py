@@ -12,7 +12,9 @@ FLOP/s by the device's dense peak for the row's precision (PEAK_TFLOPS).
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +22,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pix2pix.config import Config
+from pix2pix.config import Config, load_config
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.device_data import batches, load_split, split_pair
 from pix2pix.data.tiles import read_manifest
+from pix2pix.distributed import World, epoch_order, join, launch, leave
+from pix2pix.errors import exit_on_error
 from pix2pix.trainer import Pix2Pix
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s. "fp32" rows run their convolutions as TF32,
@@ -148,11 +152,11 @@ def reference_row(cfg: Config, tiles_dir: Path, device: torch.device, workers: i
 
 
 def project_pipeline(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.device,
-                     compiled: bool = False, graphs: bool = True):
+                     compiled: bool = False, graphs: bool = True, world: World = World()):
     """(model, next_batch) of this project's pipeline: resident uint8 tiles, kornia jitter on the
-    device, bf16 and a CUDA graph on CUDA (as train.py sets them up)."""
+    device, bf16 and a CUDA graph on CUDA (as train.py sets them up). `batch_size` is per process."""
     train = dataclasses.replace(cfg.train, compile=compiled, cuda_graphs=graphs and not compiled)
-    model = Pix2Pix(dataclasses.replace(cfg, batch_size=batch_size, train=train), device)
+    model = Pix2Pix(dataclasses.replace(cfg, batch_size=batch_size * world.size, train=train), device, world=world)
     jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
     it = endless(lambda: batches(data, torch.randperm(len(data), device=data.device)[:len(data) // batch_size * batch_size],
                                  batch_size, device))
@@ -221,6 +225,55 @@ def run_bench(cfg: Config, tiles_dir: Path, device: torch.device, batch_sizes: l
     return rows, profile_summary(cfg, data, fastest, device) if profile else None
 
 
+def scaling_rows(params: Path, overrides: dict, tiles: Path, batch: int, nproc: int, steps: int,
+                 warmup: int) -> list[dict]:
+    """Data-parallel scaling: this pipeline at `batch` per process under torchrun, on 1 process and on
+    `nproc`; scaling = images/s on N / (N x images/s on 1). Both eager (no CUDA graph), so that
+    only the processes differ. CPU processes use instance norm (SyncBatchNorm needs GPUs)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pix2pix-scaling-") as tmp:
+        for n in dict.fromkeys([1, nproc]):
+            spec = {"params": str(params), "tiles": str(tiles), "batch": batch, "steps": steps, "warmup": warmup,
+                    "out": f"{tmp}/row{n}.json",
+                    "overrides": {**overrides, "batch_size": batch * n, "train.nproc_per_node": n, "train.nnodes": 1}}
+            Path(f"{tmp}/spec{n}.json").write_text(json.dumps(spec))
+            launch(load_config(params, spec["overrides"]), "-m", "pix2pix.bench", f"{tmp}/spec{n}.json")
+            rows.append(json.loads(Path(spec["out"]).read_text()))
+    for row in rows:
+        row["scaling"] = row["images_per_s"] / (row["processes"] * rows[0]["images_per_s"])
+    return rows
+
+
+@exit_on_error
+def scaling_worker(spec_path: str) -> None:
+    """One process of a scaling row, started by torchrun: times the steps on its shard of the
+    tiles; the gradient all-reduce in every step keeps the processes in step, so rank 0's time is the run's."""
+    spec = json.loads(Path(spec_path).read_text())
+    cfg = load_config(spec["params"], spec["overrides"])
+    world, device = join(cfg)
+    try:
+        torch.backends.cudnn.benchmark = device.type == "cuda"
+        data = load_split(spec["tiles"], "train", "AtoB")
+        shard = data[epoch_order(len(data), 0, cfg.seed, world)].to(device)
+        model, next_batch = project_pipeline(cfg, shard, spec["batch"], device, graphs=False, world=world)
+        warmup_s, step_s = time_it(next_batch, lambda ab: model.step(*ab), device, spec["steps"], spec["warmup"])
+        if world.main:
+            from pix2pix.files import write_json
+
+            write_json(spec["out"], {"pipeline": f"(b) pix2pix-dvc, DDP, {cfg.model.norm} norm", "processes": world.size,
+                                     "batch_per_process": spec["batch"], "images_per_s": world.size * spec["batch"] / step_s,
+                                     "ms_per_step": 1e3 * step_s, "warmup_s": warmup_s})
+    finally:
+        leave(world)
+
+
+def format_scaling(rows: list[dict]) -> str:
+    lines = [f"{'data-parallel scaling':<42} {'procs':>5} {'batch/proc':>10} {'img/s':>9} {'ms/step':>8} {'scaling':>8}"]
+    lines += [f"{r['pipeline']:<42} {r['processes']:>5} {r['batch_per_process']:>10} {r['images_per_s']:>9.1f} "
+              f"{r['ms_per_step']:>8.2f} {100 * r['scaling']:>7.0f}%" for r in rows]
+    return "\n".join(lines)
+
+
 def synthetic_tiles(cfg: Config, count: int, folder: Path) -> Path:
     """Prepare `count` synthetic car pairs at cfg.image_size as tiles, the way the pipeline does."""
     from pix2pix.data.synthetic import write_dataset
@@ -250,9 +303,23 @@ def format_table(rows: list[dict], device: torch.device) -> str:
 
 def bench(cfg: Config, device: torch.device, batch_sizes: list[int], steps: int, warmup: int, workers: int,
           tiles_dir: Path | None = None, count: int = 64, compiled: bool = False, host_data: bool = False,
-          profile: bool = False) -> tuple[list[dict], str | None]:
-    """run_bench on `tiles_dir`, or on synthetic tiles made for the occasion."""
+          profile: bool = False, scaling: tuple[Path, dict, int] | None = None):
+    """run_bench on `tiles_dir`, or on synthetic tiles made for the occasion; with `scaling`
+    (params file, its overrides, processes) also the scaling rows at the fastest batch size.
+    Returns (rows, profile summary or None, scaling rows)."""
+    nproc = scaling[2] if scaling else 1
     with tempfile.TemporaryDirectory(prefix="pix2pix-bench-") as tmp:
-        count = max(count, round(1.5 * max(batch_sizes)) + 8)  # enough train tiles for the largest batch
+        count = max(count, round(1.5 * max(batch_sizes) * nproc) + 8)  # enough train tiles for the largest batch
         tiles = tiles_dir or synthetic_tiles(cfg, count, Path(tmp))
-        return run_bench(cfg, tiles, device, batch_sizes, steps, warmup, workers, compiled, host_data, profile)
+        rows, summary = run_bench(cfg, tiles, device, batch_sizes, steps, warmup, workers, compiled, host_data, profile)
+        if not scaling:
+            return rows, summary, []
+        params, overrides, nproc = scaling
+        if device.type == "cpu":
+            overrides = {**overrides, "model.norm": "instance"}
+        fastest = max(rows[1:], key=lambda r: r["images_per_s"])["batch"]
+        return rows, summary, scaling_rows(params, overrides, tiles, fastest, nproc, steps, warmup)
+
+
+if __name__ == "__main__":  # torchrun -m pix2pix.bench SPEC.json: one process of a scaling row
+    scaling_worker(sys.argv[1])

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 # resumed under different values of these.
 EXECUTION_ONLY = ("device", "data.mirror", "train.log_every", "train.threads", "train.checkpoint_every",
                   "train.device_data_gb", "train.compile", "train.cuda_graphs", "train.resume",
-                  "train.max_nonfinite_steps", "eval.grid_samples", "mlflow.enabled", "mlflow.tracking_uri",
+                  "train.max_nonfinite_steps", "train.nproc_per_node", "train.nnodes", "train.rdzv_endpoint",
+                  "train.dist_timeout_s", "eval.grid_samples", "mlflow.enabled", "mlflow.tracking_uri",
                   "mlflow.experiment")
 REQUIRED = ("generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "epoch", "steps", "rng",
             "params", "dataset_hash", "rows", "best", "mlflow_run_id")

@@ -62,31 +62,57 @@ def bench(size: int = typer.Option(256, help="image size (the paper: 256)"),
           compile: bool = typer.Option(False, "--compile", help="add torch.compile rows (slow warm-up)"),
           host_data: bool = typer.Option(False, "--host-data", help="add a row with tiles in pinned host memory"),
           profile: bool = typer.Option(False, "--profile", help="print torch.profiler's top operators at the fastest batch"),
+          nproc_per_node: int = typer.Option(1, help="> 1: add data-parallel scaling rows (torchrun, N processes)"),
           json_path: Path = typer.Option(None, "--json", help="also write the table as JSON")) -> None:
     """Training speed: the classic pix2pix pipeline (a) against this project's (b), same device.
 
     Example: pix2pix bench --size 256 --json bench.json     (CPU smoke test: --size 64 --ngf 8 --batch-sizes 1,4)
+    Scaling on 2 GPUs (or CPU processes): pix2pix bench --nproc-per-node 2
     """
     import torch
 
-    from pix2pix.bench import bench as run_bench, format_table
+    from pix2pix.bench import bench as run_bench, device_name, format_scaling, format_table
     from pix2pix.config import load_config
     from pix2pix.data.device_data import pick_device
     from pix2pix.files import write_json
 
-    cfg = load_config(Path("params.yaml") if Path("params.yaml").exists() else PARAMS,
-                      {"image_size": size, "model.ngf": ngf, "model.ndf": ngf, "device": device})
+    params_file = Path("params.yaml").resolve() if Path("params.yaml").exists() else PARAMS
+    overrides = {"image_size": size, "model.ngf": ngf, "model.ndf": ngf, "device": device}
+    cfg = load_config(params_file, overrides)
     dev = pick_device(device)
     sizes = [int(b) for b in batch_sizes.split(",")]
-    rows, summary = run_bench(cfg, dev, sizes, steps, warmup, workers, tiles, compiled=compile, host_data=host_data,
-                              profile=profile)
+    rows, summary, scaling = run_bench(cfg, dev, sizes, steps, warmup, workers, tiles, compiled=compile,
+                                       host_data=host_data, profile=profile,
+                                       scaling=(params_file, overrides, nproc_per_node) if nproc_per_node > 1 else None)
     typer.echo(format_table(rows, dev))
+    if scaling:
+        typer.echo(format_scaling(scaling))
     if summary:
         typer.echo(summary)
     if json_path:
-        from pix2pix.bench import device_name
+        write_json(json_path, {"device": device_name(dev), "torch": torch.__version__, "size": size, "rows": rows,
+                               "scaling": scaling})
 
-        write_json(json_path, {"device": device_name(dev), "torch": torch.__version__, "size": size, "rows": rows})
+
+@app.command()
+@exit_on_error
+def torchrun(node_rank: int = typer.Option(0, help="this machine's number: 0 is the one running dvc repro"),
+             params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file of the run")) -> None:
+    """Print the torchrun line of the train stage for one machine of a multi-machine run.
+
+    Machine 0 runs `dvc repro`, which starts this line itself; start the printed line for
+    --node-rank 1, 2, ... on each other machine (same code, params and data/tiles there).
+    Example: pix2pix torchrun --node-rank 1
+    """
+    import shlex
+
+    from pix2pix.config import load_config
+    from pix2pix.distributed import torchrun_command
+
+    cfg = load_config(params_file)
+    if not 0 <= node_rank < cfg.train.nnodes:
+        raise Pix2PixError(f"--node-rank {node_rank}: must be in [0, train.nnodes={cfg.train.nnodes})")
+    typer.echo(shlex.join(torchrun_command(cfg, "stages/train.py", node_rank=node_rank)))
 
 
 @app.command()

@@ -59,6 +59,10 @@ class TrainConfig:
     checkpoint_every: int
     resume: Literal["auto", "never"]
     max_nonfinite_steps: int
+    nproc_per_node: int  # processes (GPUs) per machine; > 1 launches torchrun
+    nnodes: int  # machines; > 1 needs rdzv_endpoint
+    rdzv_endpoint: str  # host:port on machine 0 (the one running dvc repro) when nnodes > 1
+    dist_timeout_s: float  # a collective waiting longer than this fails the run
 
 
 @dataclass(frozen=True)
@@ -212,4 +216,12 @@ def _check_values(cfg: Config, source: Path) -> None:
     need(cfg.train.max_nonfinite_steps >= 0, "train.max_nonfinite_steps", ">= 0", cfg.train.max_nonfinite_steps)
     need(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", ">= 1", cfg.train.checkpoint_every)
     need(cfg.train.device_data_gb >= 0, "train.device_data_gb", ">= 0 (0: keep data in host memory)", cfg.train.device_data_gb)
+    world = cfg.train.nproc_per_node * cfg.train.nnodes
+    need(cfg.train.nproc_per_node >= 1, "train.nproc_per_node", ">= 1", cfg.train.nproc_per_node)
+    need(cfg.train.nnodes >= 1, "train.nnodes", ">= 1", cfg.train.nnodes)
+    need(cfg.train.nnodes == 1 or ":" in cfg.train.rdzv_endpoint, "train.rdzv_endpoint",
+         "host:port of one of the machines when train.nnodes > 1", cfg.train.rdzv_endpoint)
+    need(cfg.train.dist_timeout_s > 0, "train.dist_timeout_s", "> 0", cfg.train.dist_timeout_s)
+    need(cfg.batch_size % world == 0, "batch_size", f"a multiple of the {world} processes "
+         "(train.nproc_per_node x train.nnodes): it is the global batch, split evenly", cfg.batch_size)
     need(cfg.eval.grid_samples >= 1, "eval.grid_samples", ">= 1", cfg.eval.grid_samples)

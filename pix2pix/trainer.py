@@ -8,27 +8,25 @@ every `train.log_every` steps (for the progress bar) and at the end of each epoc
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from pix2pix import checkpoints
 from pix2pix.config import Config, flatten
-from pix2pix.curves import save_curves
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.sources import direction_of
-from pix2pix.data.device_data import batches, load_split, pick_device, pixels_hash, place, split_pair, to_unit
-from pix2pix.evaluation import generate, image_metrics, save_grid
-from pix2pix.fid import FidScorer
-from pix2pix.graphs import GraphedStep
+from pix2pix.data.device_data import batches, load_split, pixels_hash, place, split_pair
+from pix2pix.distributed import World, epoch_order, from_main, gather, join, leave, max_, sum_, wrap
 from pix2pix.errors import Pix2PixError
-from pix2pix.files import atomic_path, cache_dir
+from pix2pix.graphs import GraphedStep
 from pix2pix.losses import GANLoss, discriminator_loss, generator_loss
 from pix2pix.models import build_discriminator, build_generator
-from pix2pix.tracking import EpochLog, MlflowRun, check_tracking_store, device_tags
+from pix2pix.reporting import Reporter
+from pix2pix.tracking import check_tracking_store
 
 log = logging.getLogger(__name__)
 LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
@@ -47,20 +45,27 @@ class Pix2Pix:
     """Generator, discriminator, their optimisers and schedules: everything a checkpoint holds.
 
     fast=False gives the classic setup (fp32, NCHW, per-tensor Adam) for the benchmark's reference.
+    With several processes (`world`), G and D train under DDP with synchronised batch norm.
     """
 
-    def __init__(self, cfg: Config, device: torch.device, fast: bool = True):
-        self.cfg, self.device = cfg, device
-        layout = torch.channels_last if fast else torch.contiguous_format
-        self.G = build_generator(cfg).to(device, memory_format=layout)
-        self.D = build_discriminator(cfg).to(device, memory_format=layout)
+    def __init__(self, cfg: Config, device: torch.device, fast: bool = True, world: World = World()):
+        self.cfg, self.device, self.world = cfg, device, world
+        self.layout = torch.channels_last if fast else torch.contiguous_format
+        G, D = build_generator(cfg), build_discriminator(cfg)
+        if world.size > 1 and cfg.model.norm == "batch":  # statistics of the global batch, as one process would
+            G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
+        self.G, self.D = G.to(device, memory_format=self.layout), D.to(device, memory_format=self.layout)
+        self._plain_G: nn.Module | None = None
         self.gan = GANLoss(cfg.optim.gan_mode)
         # torch.compile: the forward/backward of G and D become fused kernels after a warm-up of the
         # first steps; self.G / self.D stay the plain modules (state dicts, generation, export)
-        self.g_fwd = torch.compile(self.G) if cfg.train.compile else self.G
-        self.d_fwd = torch.compile(self.D) if cfg.train.compile else self.D
+        compiled = torch.compile if cfg.train.compile else (lambda m: m)
+        self.g_fwd = compiled(wrap(self.G, world, device))
+        self.d_fwd = compiled(wrap(self.D, world, device))
+        # G's step runs D frozen: outside DDP, which would wait for gradients D does not get there
+        self.d_judge = self.d_fwd if world.size == 1 else compiled(self.D)
         cuda = fast and device.type == "cuda"
-        self.graphs = cuda and cfg.train.cuda_graphs
+        self.graphs = cuda and cfg.train.cuda_graphs and world.size == 1  # DDP's gradient hooks stay eager
         self.graphed: GraphedStep | None = None  # captured on the first full batch
         o = cfg.optim
 
@@ -106,18 +111,18 @@ class Pix2Pix:
             fake_logits = self.d_fwd(torch.cat([real_a, fake_b.detach()], 1))
             loss_d, d_real, d_fake = discriminator_loss(self.gan, real_logits.float(), fake_logits.float())
         loss_d.backward()
-        if self.guard:
-            self.opt_d.found_inf.copy_(~torch.isfinite(loss_d))
+        if self.guard:  # a bad loss in any process skips the step in all: their gradients were averaged
+            max_(self.opt_d.found_inf.copy_(~torch.isfinite(loss_d)), self.world)
         self.opt_d.step()
         with self.autocast:
             # G: fool D, stay close to the target
             self.D.requires_grad_(False)
             self.opt_g.zero_grad(set_to_none=True)
-            logits = self.d_fwd(torch.cat([real_a, fake_b], 1))
+            logits = self.d_judge(torch.cat([real_a, fake_b], 1))
             loss_g, g_gan, g_l1 = generator_loss(self.gan, logits.float(), fake_b.float(), real_b, self.cfg.lambda_l1)
         loss_g.backward()
         if self.guard:
-            self.opt_g.found_inf.copy_(~torch.isfinite(loss_g))
+            max_(self.opt_g.found_inf.copy_(~torch.isfinite(loss_g)), self.world)
             bad = torch.maximum(self.opt_d.found_inf, self.opt_g.found_inf)
             total, run, longest = self.nonfinite.unbind()
             total.add_(bad)
@@ -136,6 +141,21 @@ class Pix2Pix:
                                f"infinite loss (train.max_nonfinite_steps is {limit}); lower optim.lr or check the "
                                "data. The last good checkpoint is kept; fix and re-run to resume from it")
         return int(total)
+
+    @property
+    def step_was_finite(self) -> torch.Tensor:
+        """On the device: whether the last step was taken (not skipped for a non-finite loss)."""
+        return self.nonfinite[1] == 0
+
+    def generator(self) -> nn.Module:
+        """G for generating outside the training step. Under SyncBatchNorm that is a plain twin with
+        G's weights: the synchronised layers would wait for the other processes."""
+        if not any(isinstance(m, nn.SyncBatchNorm) for m in self.G.modules()):
+            return self.G
+        if self._plain_G is None:
+            self._plain_G = build_generator(self.cfg).to(self.device, memory_format=self.layout)
+        self._plain_G.load_state_dict(self.G.state_dict())
+        return self._plain_G
 
     def end_epoch(self) -> None:
         self.epoch += 1
@@ -163,127 +183,122 @@ class Pix2Pix:
         self.nonfinite.copy_(state["nonfinite"])
 
 
-def generator_bundle(model: Pix2Pix, epoch: int) -> dict:
-    """What inference needs: weights and the few params that shape the network."""
-    cfg = model.cfg
-    return {
-        "generator": model.G.state_dict(), "epoch": epoch,
-        "image_size": cfg.image_size, "direction": direction_of(cfg), "dataset": cfg.dataset,
-        "model": {"ngf": cfg.model.ngf, "norm": cfg.model.norm, "dropout": cfg.model.dropout},
-    }
-
-
-def better(row: dict, best: dict | None) -> bool:
-    """The best epoch has the lowest val FID (val L1 when FID is unavailable)."""
-    key = "val_FID" if row.get("val_FID") is not None else "val_L1"
-    return best is None or row[key] < best.get(key, float("inf"))
-
-
 def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_path: str | Path,
           metrics_dir: str | Path, best_model_path: str | Path | None = None) -> dict:
     """Train for cfg.epochs, resuming an unfinished run in checkpoint_dir; returns the last epoch's metrics.
 
-    Writes, every epoch: a grid, metrics rows, MLflow metrics; every train.checkpoint_every epochs:
-    checkpoint_dir/last.pt and the curves image; at the end the final generator to model_path and
-    the best epoch's to best_model_path.
+    Under torchrun every process trains on its shard of each epoch; the main one alone reads and
+    writes checkpoints and reports (see Reporter): a grid, metrics rows and MLflow metrics every
+    epoch, checkpoint_dir/last.pt and the curves every train.checkpoint_every epochs, and at the end
+    the final generator to model_path and the best epoch's to best_model_path.
     """
-    torch.manual_seed(cfg.seed)
+    world, device = join(cfg)
+    try:
+        return _train(cfg, world, device, Path(tiles_dir), Path(checkpoint_dir), model_path, Path(metrics_dir),
+                      best_model_path)
+    except RuntimeError as err:  # gloo and NCCL report a peer that stopped answering this way
+        if world.size > 1 and "timed out" in str(err).lower():
+            raise Pix2PixError(f"process {world.rank} waited more than train.dist_timeout_s={cfg.train.dist_timeout_s:g} s "
+                               "for the others: one is stuck or gone (raise the timeout if validation on the "
+                               "main process takes longer)") from None
+        raise
+    finally:
+        leave(world)
+
+
+def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, metrics_dir, best_model_path) -> dict:
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    check_tracking_store(cfg)  # an unreachable MLflow server fails here, before any work
-    device = pick_device(cfg.device)
+    if world.main:
+        check_tracking_store(cfg)  # an unreachable MLflow server fails here, before any work
     torch.backends.cudnn.benchmark = device.type == "cuda"
     direction = direction_of(cfg)
-    train_data, val_data = (load_split(tiles_dir, split, direction) for split in ("train", "val"))
-    dataset_hash = pixels_hash(train_data, val_data)
-    train_data = place(train_data, device, cfg.train.device_data_gb)
-    val_data = val_data.to(device)  # small, and generated from every epoch
-    log.info("train %d, val %d pairs of %dx%d on %s", len(train_data), len(val_data), cfg.image_size, cfg.image_size, device)
+    train_data = load_split(tiles_dir, "train", direction)
+    val_data = load_split(tiles_dir, "val", direction) if world.main else None
+    dataset_hash = pixels_hash(train_data, val_data) if world.main else ""
+    if world.size == 1:  # resident for the whole run; with several processes each epoch's shard is
+        train_data = place(train_data, device, cfg.train.device_data_gb)
+    log.info("train %d pairs of %dx%d on %s (process %d of %d)", len(train_data), cfg.image_size, cfg.image_size,
+             device, world.rank + 1, world.size)
 
-    model = Pix2Pix(cfg, device)
-    grids, curves = Path(metrics_dir) / "grids", Path(metrics_dir) / "curves.png"
-    state = checkpoints.for_resume(cfg, checkpoint_dir, dataset_hash, device)
+    model = Pix2Pix(cfg, device, world=world)
+    state = None
+    if world.main:  # read on the main process, sent to the others (their machines may not have the file)
+        state = checkpoints.for_resume(cfg, checkpoint_dir, dataset_hash, device if world.size == 1 else "cpu")
+    state = from_main(state, world)
     if state:
         model.load_state_dict(state)
-        checkpoints.set_rng_states(state["rng"])
-    else:
-        shutil.rmtree(grids, ignore_errors=True)  # a persisted output: stale grids of an older run go
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if world.rank < len(rngs):
+            checkpoints.set_rng_states(rngs[world.rank])
+        else:  # more processes than the checkpoint was made with: a new stream for this one
+            torch.manual_seed(cfg.seed + world.rank + 1000 * model.epoch)
+    elif world.rank:
+        torch.manual_seed(cfg.seed + world.rank)  # its own jitter and dropout draws
     jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
-    scorer = FidScorer(split_pair(to_unit(val_data))[1], cfg.eval.fid_extractor, device, cache_dir("fid"))
-    run = MlflowRun(cfg, {"fid_extractor": scorer.name, "dataset_hash": dataset_hash, **device_tags(device)},
-                    run_id=state["mlflow_run_id"] if state else None)
-    epochs_log = EpochLog(metrics_dir, rows=state["rows"] if state else [],
-                          summary={"mlflow_run_id": run.run_id} if run.run_id else {})
-    best: dict | None = state["best"] if state else None
-    best_path = Path(checkpoint_dir) / "best.pt"
-    row: dict = epochs_log.rows[-1] if epochs_log.rows else {}
+    reporter = Reporter(cfg, val_data.to(device), metrics_dir, checkpoint_dir, dataset_hash, state) if world.main else None
+    row = reporter.last_row if reporter else {}
     try:
         for epoch in range(model.epoch, cfg.epochs):
-            row = {"epoch": epoch + 1, "lr": model.lr, **train_epoch(model, jitter, train_data, cfg, run.log_step_losses)}
-            inputs, outputs, targets = generate(model.G, val_data, cfg.eval.generator_mode)
-            row.update({f"val_{k}": v for k, v in image_metrics(outputs, targets).items()})
-            if (val_fid := scorer(outputs)) is not None:
-                row.update(val_FID=val_fid, fid_extractor=scorer.name)
+            on_log = reporter.run.log_step_losses if reporter else None
+            row = {"epoch": epoch + 1, "lr": model.lr, **train_epoch(model, jitter, train_data, cfg, on_log)}
             model.end_epoch()
-            if better(row, best):
-                best = row
-                checkpoints.save(generator_bundle(model, epoch=epoch + 1), best_path)
-            grid_path = grids / f"epoch_{epoch + 1:03d}.png"
-            n = cfg.eval.grid_samples
-            save_grid(inputs[:n], outputs[:n], targets[:n], grid_path, f"epoch {epoch + 1}/{cfg.epochs}  val")
-            epochs_log.add(row, best_epoch=best["epoch"])
-            run.log_metrics(row, step=epoch + 1)
-            run.log_artifact(grid_path, "grids")
+            if reporter:
+                reporter.epoch(model, row)
             if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-                checkpoints.save_last({**model.state_dict(), "rng": checkpoints.rng_states(), "rows": epochs_log.rows,
-                                       "best": best, "dataset_hash": dataset_hash, "mlflow_run_id": run.run_id},
-                                      checkpoint_dir)
-                save_curves(epochs_log.rows, curves, f"{cfg.dataset}, lambda_l1={cfg.lambda_l1:g}")
-                run.log_artifact(curves)
-            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-        checkpoints.save(generator_bundle(model, epoch=model.epoch), model_path)
-        if best_model_path:
-            with atomic_path(best_model_path) as tmp:
-                shutil.copyfile(best_path, tmp)
-        run.log_generator(model.G)
+                rngs = gather(checkpoints.rng_states(), world)  # every process's, to resume each exactly
+                if reporter:
+                    reporter.checkpoint(model, rngs)
+        if reporter:
+            reporter.finish(model, model_path, best_model_path)
     finally:
-        scorer.close()
-        run.end()
+        if reporter:
+            reporter.close()
     return row
 
 
 def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Config, on_log=None) -> dict:
-    """One pass over `data` in a fresh random order; returns mean losses and images/s.
+    """One pass over this process's shard of `data` in a fresh random order; returns mean losses
+    (over all processes) and images/s.
 
     Every `train.log_every` steps the losses are read from the device once: the progress bar shows
     the epoch's running means and `on_log(losses, step)` gets the means since the previous read.
     """
-    n, device = len(data), model.device
-    order = torch.randperm(n, device=data.device)
+    world, device = model.world, model.device
+    order = epoch_order(len(data), model.epoch, cfg.seed, world)
+    if world.size > 1:  # this process's shard goes to its device for the epoch
+        data, order = place(data[order], device, cfg.train.device_data_gb), torch.arange(len(order))
+    order = order.to(data.device)
+    epoch_images = len(order) * world.size
     sums = torch.zeros(len(LOSS_NAMES), device=device)
-    counted = torch.zeros((), device=device)  # images of the steps with finite losses
-    read, read_n = torch.zeros(len(LOSS_NAMES)), 0  # sums and image count at the previous read
+    counted = torch.zeros((), device=device)  # images of the steps taken (not skipped as non-finite)
+    read, read_n, seen = torch.zeros(len(LOSS_NAMES)), 0, 0  # sums and images at the previous read; images so far
     skipped_before = model.check_finite()
     start = time.perf_counter()
     model.G.train()
     model.D.train()
-    with tqdm(total=n, desc=f"epoch {model.epoch + 1}/{cfg.epochs}", unit="img", leave=False) as bar:
-        for step, batch in enumerate(batches(data, order, cfg.batch_size, device)):
+    with tqdm(total=epoch_images, desc=f"epoch {model.epoch + 1}/{cfg.epochs}", unit="img", leave=False,
+              disable=not world.main) as bar:
+        for step, batch in enumerate(batches(data, order, cfg.batch_size // world.size, device)):
             batch = jitter(batch)
             real_a, real_b = split_pair(batch.contiguous(memory_format=torch.channels_last))
             losses = model.step(real_a, real_b)
-            finite = torch.isfinite(losses).all()
-            sums += torch.where(finite, losses, 0) * len(batch)
-            counted += finite * len(batch)
-            bar.update(len(batch))
+            taken = model.step_was_finite
+            sums += torch.where(taken, losses, 0) * len(batch)
+            counted += taken * len(batch)
+            seen += len(batch) * world.size  # every process takes a batch of the same size
+            bar.update(len(batch) * world.size)
             if step % cfg.train.log_every == 0:  # the only host sync in the loop
                 model.check_finite()
-                now = sums.to("cpu", copy=True)  # a copy: on CPU .cpu() would alias sums
-                bar.set_postfix({k: f"{v:.3f}" for k, v in zip(LOSS_NAMES, (now / bar.n).tolist())})
+                now = sum_(sums.clone(), world).cpu()  # a clone: on CPU .cpu() would alias sums
+                bar.set_postfix({k: f"{v:.3f}" for k, v in zip(LOSS_NAMES, (now / seen).tolist())})
                 if on_log:
-                    on_log(dict(zip(LOSS_NAMES, ((now - read) / (bar.n - read_n)).tolist())), model.steps)
-                read, read_n = now, bar.n
+                    on_log(dict(zip(LOSS_NAMES, ((now - read) / (seen - read_n)).tolist())), model.steps)
+                read, read_n = now, seen
     seconds = time.perf_counter() - start
     skipped = model.check_finite() - skipped_before
+    sum_(sums, world)
+    sum_(counted, world)
     means = (sums / counted.clamp(min=1)).tolist()  # over the steps that were not skipped
-    return {**dict(zip(LOSS_NAMES, means)), "images_per_s": n / seconds, "skipped_steps": skipped}
+    return {**dict(zip(LOSS_NAMES, means)), "images_per_s": epoch_images / seconds, "skipped_steps": skipped}

@@ -22,6 +22,11 @@ def make_project(path, overrides: dict):
         shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, path / name)
+    write_params(path, overrides)
+
+
+def write_params(path, overrides: dict):
+    """path/params.yaml: the project's, with dotted keys overridden."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")

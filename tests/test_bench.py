@@ -31,6 +31,21 @@ def test_bench_cli_prints_and_writes_the_table(tmp_path, monkeypatch):
     assert "(a) classic" in result.output and "speedup" in result.output
 
 
+def test_bench_measures_data_parallel_scaling_on_two_processes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--size", "32", "--ngf", "8", "--batch-sizes", "2", "--steps", "2",
+                                      "--warmup", "1", "--workers", "0", "--device", "cpu", "--nproc-per-node", "2",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["scaling"]
+    assert [r["processes"] for r in rows] == [1, 2] and all(r["batch_per_process"] == 2 for r in rows)
+    assert rows[0]["scaling"] == 1.0
+    assert rows[1]["scaling"] == pytest.approx(rows[1]["images_per_s"] / (2 * rows[0]["images_per_s"]))
+    assert rows[1]["images_per_s"] == pytest.approx(2 * 2 / (rows[1]["ms_per_step"] / 1e3))  # both processes' images
+    assert "data-parallel scaling" in result.output
+
+
 def test_flops_of_a_step_are_counted_for_forward_and_backward(tiny_cfg):
     model = bench.Pix2Pix(tiny_cfg, torch.device("cpu"))
     x = torch.rand(2, 6, 64, 64) * 2 - 1

@@ -50,6 +50,10 @@ BAD = [
     (lambda p: p["train"].update(compile=True), "'train.compile' is True; it must be false when train.cuda_graphs"),
     (lambda p: p["train"].update(max_nonfinite_steps=-1), "'train.max_nonfinite_steps' is -1; it must be >= 0"),
     (lambda p: p["eval"].update(fid_extractor="inception"), "'eval.fid_extractor' is 'inception'; allowed: auto, "),
+    (lambda p: p["train"].update(nproc_per_node=2), "'batch_size' is 1; it must be a multiple of the 2 processes"),
+    (lambda p: p["train"].update(nnodes=2, nproc_per_node=1), "'train.rdzv_endpoint' is ''; it must be host:port"),
+    (lambda p: p["train"].update(nproc_per_node=0), "'train.nproc_per_node' is 0; it must be >= 1"),
+    (lambda p: p["train"].update(dist_timeout_s=0), "'train.dist_timeout_s' is 0.0; it must be > 0"),
 ]
 
 

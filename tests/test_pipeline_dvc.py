@@ -41,6 +41,20 @@ def test_repro_again_is_a_no_op(reproduced):
     assert "up to date" in run(["dvc", "status"], path, env).lower()
 
 
+def test_repro_with_two_processes_launches_torchrun_and_writes_what_one_process_writes(tmp_path, reproduced):
+    env = init_repo(tmp_path, tiny_overrides(**{"train.nproc_per_node": 2, "model.norm": "instance"}))
+    result = subprocess.run(["dvc", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "launching 2 processes" in result.stderr and "torch.distributed.run --nproc-per-node=2" in result.stderr
+
+    def written(root):
+        return sorted(str(p.relative_to(root)) for folder in ("models", "metrics", "checkpoints")
+                      for p in (root / folder).rglob("*") if p.is_file())
+
+    assert written(tmp_path) == written(reproduced[0])
+    assert "up to date" in run(["dvc", "status"], tmp_path, env).lower()
+
+
 def test_exp_run_with_lambda_50_trains_with_50_and_changes_metrics(two_runs):
     path, env = two_runs
     lock = yaml.safe_load((path / "dvc.lock").read_text())

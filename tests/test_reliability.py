@@ -44,9 +44,9 @@ def train_in(folder, tiles, cfg):
 
 def stop_at_epoch(monkeypatch, epoch):
     """Make the validation of `epoch` raise, as a crash would (the epochs before it are checkpointed)."""
-    from pix2pix import trainer
+    from pix2pix import reporting
 
-    calls, real = [0], trainer.generate
+    calls, real = [0], reporting.generate
 
     def generate(*args, **kwargs):
         calls[0] += 1
@@ -54,7 +54,7 @@ def stop_at_epoch(monkeypatch, epoch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "generate", generate)
+    monkeypatch.setattr(reporting, "generate", generate)
 
 
 # -- resume ---------------------------------------------------------------------------------------

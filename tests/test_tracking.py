@@ -9,7 +9,8 @@ from PIL import Image
 
 from pix2pix.curves import save_curves
 from pix2pix.data.augment import PairJitter
-from pix2pix.trainer import LOSS_NAMES, Pix2Pix, better, train_epoch
+from pix2pix.reporting import better
+from pix2pix.trainer import LOSS_NAMES, Pix2Pix, train_epoch
 from pix2pix.tracking import EpochLog
 
 

@@ -15,7 +15,8 @@ from conftest import ROOT
 from pix2pix import checkpoints
 from pix2pix.cli import app
 from pix2pix.data.masks import PALETTE
-from pix2pix.trainer import Pix2Pix, generator_bundle
+from pix2pix.reporting import generator_bundle
+from pix2pix.trainer import Pix2Pix
 from pix2pix.translate import load_model, tiled, translate_image
 
 

@@ -1,11 +1,16 @@
 """Fault injection for subprocess tests: put this folder on PYTHONPATH and set
 PIX2PIX_KILL_AT_STEP=N, and the N-th training step SIGKILLs its own process (as a crashed or
-pre-empted machine would), with no chance to clean up."""
+pre-empted machine would), with no chance to clean up; PIX2PIX_HANG_AT_STEP=N makes it stop
+answering instead (a stuck GPU or network). PIX2PIX_FAULT_RANK=R limits either to the process of
+rank R under torchrun."""
 
 import os
 
-if os.environ.get("PIX2PIX_KILL_AT_STEP"):
+_kill, _hang = os.environ.get("PIX2PIX_KILL_AT_STEP"), os.environ.get("PIX2PIX_HANG_AT_STEP")
+_rank = os.environ.get("PIX2PIX_FAULT_RANK")
+if (_kill or _hang) and (_rank is None or _rank == os.environ.get("RANK")):
     import signal
+    import time
 
     from pix2pix import trainer
 
@@ -13,8 +18,11 @@ if os.environ.get("PIX2PIX_KILL_AT_STEP"):
 
     def step(self, *args):
         _count[0] += 1
-        if _count[0] == int(os.environ["PIX2PIX_KILL_AT_STEP"]):
+        if _kill and _count[0] == int(_kill):
             os.kill(os.getpid(), signal.SIGKILL)
+        if _hang and _count[0] == int(_hang):
+            while True:
+                time.sleep(60)
         return _step(self, *args)
 
     trainer.Pix2Pix.step = step

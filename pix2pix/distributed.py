@@ -1,0 +1,152 @@
+"""Data-parallel training over several processes (one per GPU, or several CPU processes), on one
+machine or many, with PyTorch's own engine.
+
+torchrun starts and watches the processes (one that dies stops them all), torch.distributed
+connects them (NCCL between GPUs, gloo on CPU), DDP averages the gradients, SyncBatchNorm takes
+batch statistics over the global batch, DistributedSampler deals each epoch's samples. This
+module only wires them to params.yaml: `train.nproc_per_node` and `train.nnodes` say how many
+processes, `batch_size` stays the global batch (each process takes batch_size / world).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from pix2pix.config import Config
+from pix2pix.data.device_data import pick_device
+from pix2pix.errors import Pix2PixError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes; World() is a plain single-process run."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:  # the one process that writes checkpoints, metrics, grids and MLflow
+        return self.rank == 0
+
+
+def processes(cfg: Config) -> int:
+    return cfg.train.nproc_per_node * cfg.train.nnodes
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def torchrun_command(cfg: Config, *target: str, node_rank: int = 0) -> list[str]:
+    """The torchrun line that runs `target` (a script, or -m module, and its arguments) as cfg asks:
+    standalone on one machine; else machine `node_rank` of a static rendezvous at train.rdzv_endpoint.
+    Machine 0 (the one running `dvc repro`, where the endpoint is) then holds rank 0, which writes
+    the outputs DVC expects there."""
+    t = cfg.train
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={t.nproc_per_node}", f"--nnodes={t.nnodes}"]
+    if t.nnodes == 1:
+        cmd.append("--standalone")  # a free local port, no endpoint to configure
+    else:
+        host, port = t.rdzv_endpoint.rsplit(":", 1)
+        cmd += [f"--node-rank={node_rank}", f"--master-addr={host}", f"--master-port={port}"]
+    return cmd + list(target)
+
+
+def launch(cfg: Config, *target: str) -> None:
+    """Run `target` under torchrun and wait; a failed process fails the whole run in one line."""
+    cmd = torchrun_command(cfg, *target)
+    log.info("launching %d processes: %s", processes(cfg), " ".join(cmd))
+    code = subprocess.call(cmd)
+    if code:
+        raise Pix2PixError(f"torchrun: a training process failed (exit {code}; its error is above) and the others were "
+                           "stopped. Checkpoints of finished epochs are kept: fix the cause and re-run to resume")
+
+
+def join(cfg: Config) -> tuple[World, torch.device]:
+    """Join the process group when started by torchrun (World() otherwise); returns this process's
+    place and device (cuda:LOCAL_RANK on GPUs)."""
+    if not under_torchrun():
+        return World(), pick_device(cfg.device)
+    world = World(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+    if cfg.batch_size % world.size:
+        raise Pix2PixError(f"params.yaml: 'batch_size' is {cfg.batch_size}, not a multiple of the {world.size} "
+                           "processes; each takes batch_size / processes")
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        if cfg.device not in ("auto", "cuda"):
+            raise Pix2PixError(f"params.yaml: 'device' is '{cfg.device}'; with several processes use auto or cuda "
+                               "(each process takes the GPU of its local rank)")
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    elif cfg.model.norm == "batch":
+        raise Pix2PixError("params.yaml: 'model.norm' is batch, which several CPU processes cannot synchronise "
+                           "(SyncBatchNorm needs GPUs); use model.norm: instance, or one process")
+    timeout = timedelta(seconds=cfg.train.dist_timeout_s)  # a stuck peer fails the run after this, never hangs it
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout,
+                            device_id=device if device.type == "cuda" else None)
+    return world, device
+
+
+def leave(world: World) -> None:
+    if world.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def epoch_order(n: int, epoch: int, seed: int, world: World) -> torch.Tensor:
+    """This process's sample indices for `epoch`: DistributedSampler's shuffle-by-(seed, epoch),
+    padded so that every process takes the same number of steps, dealt rank::world."""
+    sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world.size, rank=world.rank, seed=seed)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler))
+
+
+def wrap(module: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """DDP around `module` when several processes train (batch norm synchronised first)."""
+    if world.size == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def sum_(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """In-place sum over all processes (a device collective: no host sync)."""
+    if world.size > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def max_(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    if world.size > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+def from_main(obj, world: World):
+    """The main process's `obj` on every process (a resumed checkpoint, for instance)."""
+    if world.size == 1:
+        return obj
+    box = [obj if world.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(obj, world: World) -> list:
+    """Every process's `obj`, in rank order, on every process."""
+    if world.size == 1:
+        return [obj]
+    out = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
