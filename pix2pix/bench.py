@@ -95,13 +95,13 @@ def step_flops(model: Pix2Pix, a: torch.Tensor, b: torch.Tensor) -> int:
     """FLOPs of one D + G update (forward and backward), counted on the eager modules."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    g_fwd, d_fwd = model.g_fwd, model.d_fwd
-    model.g_fwd, model.d_fwd = model.G, model.D
+    wrapped = model.g_fwd, model.d_fwd, model.d_judge
+    model.g_fwd, model.d_fwd, model.d_judge = model.G, model.D, model.D
     try:
         with FlopCounterMode(display=False) as counter:
             model.update(a, b)
     finally:
-        model.g_fwd, model.d_fwd = g_fwd, d_fwd
+        model.g_fwd, model.d_fwd, model.d_judge = wrapped
     return counter.get_total_flops()
 
 

@@ -1,5 +1,6 @@
-"""The training loop: paired jitter on the device, one D step then one G step per batch,
-per-epoch validation, comparison grid, checkpoint and metrics.
+"""The training loop: paired jitter on the device, one D step then one G step per batch, in one
+process or in each of several (DDP, see distributed.py); the main process's per-epoch validation,
+grid, metrics and checkpoint are in reporting.py.
 
 The hot loop never syncs with the host per step: losses accumulate on the device and are read
 every `train.log_every` steps (for the progress bar) and at the end of each epoch.
@@ -217,7 +218,7 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, metrics_di
     train_data = load_split(tiles_dir, "train", direction)
     val_data = load_split(tiles_dir, "val", direction) if world.main else None
     dataset_hash = pixels_hash(train_data, val_data) if world.main else ""
-    if world.size == 1:  # resident for the whole run; with several processes each epoch's shard is
+    if world.size == 1:  # resident for the whole run (several processes: train_epoch places each epoch's shard)
         train_data = place(train_data, device, cfg.train.device_data_gb)
     log.info("train %d pairs of %dx%d on %s (process %d of %d)", len(train_data), cfg.image_size, cfg.image_size,
              device, world.rank + 1, world.size)
