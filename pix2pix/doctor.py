@@ -40,6 +40,24 @@ def device_checks(device_name: str) -> list[Check]:
     ]
 
 
+def processes_check(cfg) -> Check:
+    """Several training processes (train.nproc_per_node): enough GPUs, or instance norm on CPU."""
+    from pix2pix.distributed import processes
+
+    n, per_node = processes(cfg), cfg.train.nproc_per_node
+    if n == 1:
+        return Check("processes", "ok", "1 (train.nproc_per_node x train.nnodes)")
+    if cfg.device.startswith("cuda:"):
+        return Check("processes", "FAIL", f"device {cfg.device} with several processes: use auto or cuda (one GPU each)")
+    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
+    if gpus and per_node > gpus:
+        return Check("processes", "FAIL", f"train.nproc_per_node is {per_node} but {gpus} GPUs are visible here")
+    if not gpus and cfg.model.norm == "batch":
+        return Check("processes", "FAIL", "several CPU processes cannot synchronise batch norm: set model.norm: instance")
+    return Check("processes", "ok", f"{n} ({per_node} per machine x {cfg.train.nnodes}), "
+                                    f"{cfg.batch_size // n} images per process and step, on {'GPUs' if gpus else 'CPU'}")
+
+
 def fid_check(kind: str) -> Check:
     from pix2pix import fid
 
@@ -102,5 +120,6 @@ def diagnose(params: Path) -> list[Check]:
         cfg = load_config(params)
     except Pix2PixError as err:
         return device_checks("auto") + [Check("params", "FAIL", str(err))]
-    return [Check("params", "ok", str(params)), *device_checks(cfg.device), fid_check(cfg.eval.fid_extractor),
+    return [Check("params", "ok", str(params)), *device_checks(cfg.device), processes_check(cfg),
+            fid_check(cfg.eval.fid_extractor),
             dvc_check(root), mlflow_check(cfg), dataset_check(cfg, root)]

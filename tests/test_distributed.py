@@ -164,17 +164,19 @@ def test_a_killed_multi_process_run_resumes_to_the_same_weights(tiles, tmp_path)
     assert runs[0].info.run_id == json.loads((tmp_path / "killed/metrics/train.json").read_text())["mlflow_run_id"]
 
 
-def test_a_checkpoint_of_two_processes_resumes_on_one(tiles, tmp_path):
-    crash = train_stage(tmp_path, tiles, 2, {"PYTHONPATH": str(FAULTS), "PIX2PIX_KILL_AT_STEP": "5"}, check=False)
+@pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
+def test_a_checkpoint_of_n_processes_resumes_on_m(tiles, tmp_path, before, after):
+    crash = train_stage(tmp_path, tiles, before, {"PYTHONPATH": str(FAULTS), "PIX2PIX_KILL_AT_STEP": "5"}, check=False)
     assert crash.returncode != 0
     first = pd.read_csv(tmp_path / "metrics/train_epochs.csv")
-    train_stage(tmp_path, tiles, 1)
+    train_stage(tmp_path, tiles, after)
     rows = pd.read_csv(tmp_path / "metrics/train_epochs.csv")
     assert rows["epoch"].tolist() == [1, 2]
-    pd.testing.assert_frame_equal(rows.iloc[:1], first)  # epoch 1 kept from the 2-process run, not redone
+    pd.testing.assert_frame_equal(rows.iloc[:1], first)  # epoch 1 kept from the first run, not redone
     assert rows["lr"].tolist() == pytest.approx([2e-4, 1e-4])  # the schedule went on
     _, runs = mlflow_runs(tmp_path)
     assert len(runs) == 1
+    assert len(torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["rng"]) == after
 
 
 def test_a_killed_process_stops_the_whole_run_with_a_clear_error(tiles, tmp_path):

@@ -107,7 +107,7 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(model_files, tmp_path
 
 def test_every_command_has_help_with_an_example():
     commands = [c.name or c.callback.__name__ for c in app.registered_commands]
-    assert {"params", "synth", "bench", "ui", "translate", "export", "doctor"} <= set(commands)
+    assert {"params", "synth", "bench", "ui", "translate", "export", "doctor", "torchrun"} <= set(commands)
     for name in commands:
         result = CliRunner().invoke(app, [name, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output, name
@@ -122,12 +122,16 @@ def test_doctor_reports_and_fails_on_a_blocker(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     ok = CliRunner().invoke(app, ["doctor"])
     assert ok.exit_code == 0, ok.output
-    for name in ("torch", "device", "FID", "DVC", "MLflow", "dataset"):
+    for name in ("torch", "device", "processes", "FID", "DVC", "MLflow", "dataset"):
         assert re.search(rf"^(ok|warn)\s+{name}\b", ok.output, re.M), name
     params["mlflow"]["tracking_uri"] = "http://127.0.0.1:9"  # discard port: nothing answers
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     bad = CliRunner().invoke(app, ["doctor"])
     assert bad.exit_code == 1 and re.search(r"^FAIL\s+MLflow\s+mlflow.tracking_uri http://127.0.0.1:9", bad.output, re.M)
+    params["train"]["nproc_per_node"], params["batch_size"] = 2, 2  # two CPU processes with batch norm
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    two = CliRunner().invoke(app, ["doctor"])
+    assert re.search(r"^FAIL\s+processes\s+several CPU processes cannot synchronise batch norm", two.output, re.M)
 
 
 def readme_quick_try() -> str:
