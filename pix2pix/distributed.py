@@ -89,7 +89,7 @@ def join(cfg: Config) -> tuple[World, torch.device]:
                                "(each process takes the GPU of its local rank)")
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
-    elif cfg.model.norm == "batch":
+    elif cfg.model.norm == "batch" and world.size > 1:
         raise Pix2PixError("params.yaml: 'model.norm' is batch, which several CPU processes cannot synchronise "
                            "(SyncBatchNorm needs GPUs); use model.norm: instance, or one process")
     timeout = timedelta(seconds=cfg.train.dist_timeout_s)  # a stuck peer fails the run after this, never hangs it
@@ -99,7 +99,7 @@ def join(cfg: Config) -> tuple[World, torch.device]:
 
 
 def leave(world: World) -> None:
-    if world.size > 1 and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
