@@ -21,26 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pix2pix.config import Config, flatten
+from pix2pix.config import Config, result_params
 from pix2pix.errors import Pix2PixError
 from pix2pix.files import atomic_path
 
 log = logging.getLogger(__name__)
-
-# Params that change how a run is executed or reported, not what it computes: a checkpoint may be
-# resumed under different values of these.
-EXECUTION_ONLY = ("device", "data.mirror", "train.log_every", "train.threads", "train.checkpoint_every",
-                  "train.device_data_gb", "train.compile", "train.cuda_graphs", "train.resume",
-                  "train.max_nonfinite_steps", "train.nproc_per_node", "train.nnodes", "train.rdzv_endpoint",
-                  "train.dist_timeout_s", "eval.grid_samples", "mlflow.enabled", "mlflow.tracking_uri",
-                  "mlflow.experiment")
-REQUIRED = ("generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "epoch", "steps", "rng",
-            "params", "dataset_hash", "rows", "best", "mlflow_run_id")
-
-
-def training_params(cfg_or_flat) -> dict:
-    flat = flatten(cfg_or_flat) if isinstance(cfg_or_flat, Config) else cfg_or_flat
-    return {k: v for k, v in flat.items() if k not in EXECUTION_ONLY}
 
 
 def rng_states() -> dict:
@@ -63,10 +48,13 @@ def set_rng_states(states: dict) -> None:
 
 
 def save(obj, path: str | Path) -> None:
-    """torch.save through a temp file + fsync + rename; a failed write leaves `path` as it was."""
+    """torch.save through a temp file + fsync + rename; a failed write leaves `path` as it was.
+
+    Saved through a file object: given a path, torch.save names the archive's root folder after the
+    (here random) temp file, and the same weights would get different bytes and DVC hashes."""
     try:
-        with atomic_path(path) as tmp:
-            torch.save(obj, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
     except OSError as err:
         hint = "free disk space" if err.errno == errno.ENOSPC else "check the folder is writable"
         raise Pix2PixError(f"{path}: could not write the checkpoint ({err.strerror or err}); {hint}. "
@@ -119,7 +107,7 @@ def for_resume(cfg: Config, checkpoint_dir: str | Path, dataset_hash: str, devic
     if state is not None:
         where = f"{checkpoint_dir} (stopped at epoch {state['epoch']}/{state['params']['epochs']})"
         fix = "set train.resume: never to start afresh, or restore the old value to resume"
-        now, then = training_params(cfg), training_params(state["params"])
+        now, then = result_params(cfg), result_params(state["params"])
         changed = [k for k in now if now[k] != then.get(k)]
         if changed:
             k = changed[0]

@@ -112,7 +112,7 @@ def torchrun(node_rank: int = typer.Option(0, help="this machine's number: 0 is 
     cfg = load_config(params_file)
     if not 0 <= node_rank < cfg.train.nnodes:
         raise Pix2PixError(f"--node-rank {node_rank}: must be in [0, train.nnodes={cfg.train.nnodes})")
-    typer.echo(shlex.join(torchrun_command(cfg, "stages/train.py", node_rank=node_rank)))
+    typer.echo(shlex.join(torchrun_command(cfg, "-m", "stages.train", node_rank=node_rank)))
 
 
 @app.command()

@@ -7,6 +7,7 @@ and the allowed values, and are raised before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ class OptimConfig:
     lr: float
     beta1: float
     beta2: float
-    decay_epochs: int
+    decay_share: float  # share of the epochs (rounded down) over which the LR decays linearly
     gan_mode: Literal["vanilla", "lsgan"]
 
 
@@ -98,6 +99,16 @@ class Config:
     mlflow: MlflowConfig
 
 
+# Params that say how a run is executed or reported, not what it computes. No DVC stage depends on
+# them (changing one re-runs nothing, tests/test_stage_deps.py checks dvc.yaml against this list),
+# and a checkpoint may be resumed under other values of them. `device` is here although CPU and GPU
+# kernels round differently: what reproduces where is in the README's Reproducibility section.
+EXECUTION_ONLY = ("device", "data.mirror", "train.log_every", "train.threads", "train.checkpoint_every",
+                  "train.device_data_gb", "train.compile", "train.cuda_graphs", "train.resume",
+                  "train.max_nonfinite_steps", "train.nproc_per_node", "train.nnodes", "train.rdzv_endpoint",
+                  "train.dist_timeout_s", "mlflow.enabled", "mlflow.tracking_uri", "mlflow.experiment")
+
+
 def load_config(path: str | Path = "params.yaml", overrides: dict | None = None) -> Config:
     """Read and validate params.yaml; `overrides` maps dotted keys to values (for tests and tools)."""
     path = Path(path)
@@ -132,6 +143,17 @@ def flatten(cfg: Config) -> dict[str, object]:
 
     walk(cfg, "")
     return out
+
+
+def result_params(cfg_or_flat) -> dict[str, object]:
+    """Every param but the execution-only ones: what a run's results depend on."""
+    flat = flatten(cfg_or_flat) if isinstance(cfg_or_flat, Config) else cfg_or_flat
+    return {k: v for k, v in flat.items() if k not in EXECUTION_ONLY}
+
+
+def decay_epochs(cfg: Config) -> int:
+    """Epochs at the end over which the LR decays: optim.decay_share of them, rounded down."""
+    return math.floor(cfg.epochs * cfg.optim.decay_share + 1e-9)  # 1e-9: 0.29 * 100 is 28.999...
 
 
 def _set_dotted(raw: dict, dotted: str, value, source: Path) -> None:
@@ -207,7 +229,7 @@ def _check_values(cfg: Config, source: Path) -> None:
     need(cfg.optim.lr > 0, "optim.lr", "> 0", cfg.optim.lr)
     need(0 <= cfg.optim.beta1 < 1, "optim.beta1", "in [0, 1)", cfg.optim.beta1)
     need(0 <= cfg.optim.beta2 < 1, "optim.beta2", "in [0, 1)", cfg.optim.beta2)
-    need(0 <= cfg.optim.decay_epochs <= cfg.epochs, "optim.decay_epochs", f"in [0, epochs={cfg.epochs}]", cfg.optim.decay_epochs)
+    need(0 <= cfg.optim.decay_share <= 1, "optim.decay_share", "in [0, 1] (0.5: the paper's 100 + 100)", cfg.optim.decay_share)
     need(cfg.augment.load_scale >= 1, "augment.load_scale", ">= 1 (resize up, then crop back)", cfg.augment.load_scale)
     need(cfg.train.log_every >= 1, "train.log_every", ">= 1", cfg.train.log_every)
     need(cfg.train.threads >= 0, "train.threads", ">= 0 (0: torch's default)", cfg.train.threads)

@@ -21,7 +21,7 @@ from pix2pix.data.sources import direction_of
 from pix2pix.evaluation import generate, image_metrics, save_grid
 from pix2pix.fid import FidScorer
 from pix2pix.files import atomic_path, cache_dir
-from pix2pix.tracking import EpochLog, MlflowRun, device_tags
+from pix2pix.tracking import EpochLog, MlflowRun, run_environment
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,11 @@ class Reporter:
             shutil.rmtree(self.grids, ignore_errors=True)  # a persisted output: stale grids of an older run go
         device = val_data.device
         self.scorer = FidScorer(split_pair(to_unit(val_data))[1], cfg.eval.fid_extractor, device, cache_dir("fid"))
-        self.run = MlflowRun(cfg, {"fid_extractor": self.scorer.name, "dataset_hash": dataset_hash, **device_tags(device)},
+        environment = run_environment(device)
+        self.run = MlflowRun(cfg, {"fid_extractor": self.scorer.name, "dataset_hash": dataset_hash, **environment},
                              run_id=state["mlflow_run_id"] if state else None)
         self.log = EpochLog(metrics_dir, rows=state["rows"] if state else [],
-                            summary={"mlflow_run_id": self.run.run_id} if self.run.run_id else {})
+                            summary={**environment, "mlflow_run_id": self.run.run_id} if self.run.run_id else environment)
         self.best: dict | None = state["best"] if state else None
         self.last_row: dict = self.log.rows[-1] if self.log.rows else {}
 

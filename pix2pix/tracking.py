@@ -6,6 +6,8 @@ is actually tracked.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import subprocess
@@ -58,16 +60,53 @@ def git_tags() -> dict:
     return {"git_commit": commit or "unknown", "git_dirty": "unknown" if dirty is None else str(bool(dirty)).lower()}
 
 
-def device_tags(device) -> dict:
+def run_environment(device) -> dict:
+    """What a run's numbers also depend on (README: Reproducibility): the device, the torch build
+    and the CPU threads torch uses. Recorded in metrics/train.json and as MLflow tags."""
     import torch
 
     name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
-    return {"device": name, "torch_version": torch.__version__}
+    return {"device": name, "torch_version": torch.__version__, "cpu_threads": torch.get_num_threads()}
 
 
 def tracking_uri(cfg: Config | None) -> str:
-    """$MLFLOW_TRACKING_URI, else the params' mlflow.tracking_uri, else MLflow's own default."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or (cfg.mlflow.tracking_uri if cfg else "sqlite:///mlflow.db")
+    """$MLFLOW_TRACKING_URI, else the params' mlflow.tracking_uri, else MLflow's own default; a
+    relative local store (sqlite:///mlflow.db, mlruns) anchored at the project root.
+
+    The root is $DVC_ROOT where DVC sets it: queued (`dvc queue start`) and `--temp` experiments
+    run in temporary copies of the repo that are deleted afterwards, with their own store inside,
+    and DVC points DVC_ROOT at the workspace they came from. Elsewhere it is the current folder.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.mlflow.tracking_uri if cfg else "sqlite:///mlflow.db")
+    root = Path(os.environ.get("DVC_ROOT") or ".").resolve()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(root / uri.removeprefix("sqlite:///"))
+    if "://" not in uri and not uri.startswith(("file:", "databricks")) and not Path(uri).is_absolute():
+        return str(root / uri)
+    return uri
+
+
+def local_store(uri: str) -> Path | None:
+    """The file or folder of a store on this machine (SQLite or a path); None for a server."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///"))
+    return Path(uri.removeprefix("file://")) if "://" not in uri or uri.startswith("file://") else None
+
+
+@contextlib.contextmanager
+def store_lock(store: Path | None):
+    """Serialise writers of one local store across processes (`dvc queue start -j N`): concurrent
+    first use of a new SQLite file races on creating its tables, and a busy database refuses writes."""
+    if store is None:
+        yield
+        return
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.with_name(store.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def check_tracking_store(cfg: Config) -> None:
@@ -94,17 +133,26 @@ class MlflowRun:
         import mlflow
 
         uri = tracking_uri(cfg)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment(cfg.mlflow.experiment)
-        self.run = self._start(mlflow, run_id)
-        self.mlflow = mlflow
-        if not run_id:
-            mlflow.log_params(flatten(cfg))
+        self.store = local_store(uri)
         tags = {**git_tags(), "dataset": cfg.dataset, **(tags or {})}
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-        mlflow.set_tags(tags)
+        with store_lock(self.store):
+            mlflow.set_tracking_uri(uri)
+            self._experiment(mlflow, cfg.mlflow.experiment)
+            self.run = self._start(mlflow, run_id)
+            self.mlflow = mlflow
+            if not run_id:
+                mlflow.log_params(flatten(cfg))
+            mlflow.set_tags(tags)
         log.info("MLflow run %s in %s", self.run.info.run_id, uri)
+
+    def _experiment(self, mlflow, name: str) -> None:
+        """Select the experiment, creating it with its artifacts beside a local store: MLflow would
+        put them under the current folder, which for a queued experiment is deleted afterwards."""
+        if self.store is not None and mlflow.get_experiment_by_name(name) is None:
+            mlflow.create_experiment(name, artifact_location=(self.store.parent / "mlruns" / name).as_uri())
+        mlflow.set_experiment(name)
 
     @staticmethod
     def _start(mlflow, run_id: str | None):
@@ -123,7 +171,8 @@ class MlflowRun:
         if not self.mlflow:
             return
         try:
-            call(*args, **kwargs)
+            with store_lock(self.store):
+                call(*args, **kwargs)
         except Exception as err:
             log.warning("MLflow store failed; %s not logged (%s: %s). Training goes on; metrics/ has it",
                         what, type(err).__name__, str(err)[:200])

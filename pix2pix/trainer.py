@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pix2pix import checkpoints
-from pix2pix.config import Config, flatten
+from pix2pix.config import Config, decay_epochs, flatten
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.sources import direction_of
 from pix2pix.data.device_data import batches, load_split, pixels_hash, place, split_pair
@@ -34,9 +34,13 @@ LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
 
 
 def linear_decay(epochs: int, decay_epochs: int):
-    """LR factor for epoch e (0-based): 1 for the first epochs - decay_epochs, then linear to ~0.
+    """LR factor for epoch e (0-based): 1 for the first epochs - decay_epochs, then linear towards 0.
 
-    Same rule as the reference code: 1 - max(0, e + 1 - n_constant) / (decay_epochs + 1).
+    The paper's shape: for 100 + 100, epochs 1-100 (1-based) train at the full LR and epoch 100 + k
+    at 1 - k/101, so the last one at 1/101. The reference code (junyanz/pytorch-CycleGAN-and-pix2pix)
+    uses the same formula but steps its scheduler at the start of each epoch, one step ahead of
+    ours: its decay starts at epoch 100 and its last epoch trains at LR 0. Ours keeps every epoch
+    training, so a one-epoch run (`-S epochs=1`) still learns.
     """
     constant = epochs - decay_epochs
     return lambda e: 1.0 - max(0, e + 1 - constant) / float(decay_epochs + 1)
@@ -82,7 +86,7 @@ class Pix2Pix:
             self.opt_d.found_inf = torch.zeros((), device=device)
             self.opt_g.found_inf = torch.zeros((), device=device)
         self.nonfinite = torch.zeros(3, device=device)  # total, current run, longest run since read
-        rule = linear_decay(cfg.epochs, o.decay_epochs)
+        rule = linear_decay(cfg.epochs, decay_epochs(cfg))
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
         self.epoch = 0  # epochs completed

@@ -13,7 +13,7 @@ from pix2pix.trainer import train
 def main() -> None:
     cfg = load_config("params.yaml")
     if processes(cfg) > 1 and not under_torchrun():
-        launch(cfg, __file__)
+        launch(cfg, "-m", "stages.train")  # as dvc.yaml runs it: this checkout's code
     else:
         train(cfg, "data/tiles", "checkpoints", "models/generator.pt", "metrics", "models/generator_best.pt")
 

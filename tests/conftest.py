@@ -19,7 +19,7 @@ def tiny_overrides(**extra) -> dict:
     """Dotted overrides for a seconds-long CPU run."""
     base = {
         "dataset": "synthetic", "image_size": 64, "epochs": 2, "batch_size": 2, "data.synthetic_count": 24,
-        "model.ngf": 8, "model.ndf": 8, "optim.decay_epochs": 1, "eval.grid_samples": 2,
+        "model.ngf": 8, "model.ndf": 8, "eval.grid_samples": 2,
         "train.log_every": 2,
     }
     return {**base, **extra}

@@ -42,7 +42,7 @@ BAD = [
     (lambda p: p["model"].update(ngf=3.5), "'model.ngf' must be int"),
     (lambda p: p["model"].update(norm="layer"), "'model.norm' is 'layer'; allowed: batch, instance"),
     (lambda p: p["optim"].pop("lr"), "missing key 'optim.lr'"),
-    (lambda p: p["optim"].update(decay_epochs=99), "'optim.decay_epochs' is 99; it must be in"),
+    (lambda p: p["optim"].update(decay_share=1.5), "'optim.decay_share' is 1.5; it must be in"),
     (lambda p: p["augment"].update(flip="yes"), "'augment.flip' must be bool"),
     (lambda p: p.update(model=5), "'model' must be a mapping"),
     (lambda p: p.update(epochs=-3), "'epochs' is -3; it must be >= 1"),

@@ -103,14 +103,14 @@ def mlflow_runs(folder):
 @pytest.fixture(scope="module")
 def one(tiles, tmp_path_factory):
     folder = tmp_path_factory.mktemp("one-process")
-    train_stage(folder, tiles, 1, epochs=1, **{"optim.decay_epochs": 0})
+    train_stage(folder, tiles, 1, epochs=1, **{"optim.decay_share": 0.0})
     return folder
 
 
 @pytest.fixture(scope="module")
 def two(tiles, tmp_path_factory):
     folder = tmp_path_factory.mktemp("two-processes")
-    train_stage(folder, tiles, 2, epochs=1, **{"optim.decay_epochs": 0})
+    train_stage(folder, tiles, 2, epochs=1, **{"optim.decay_share": 0.0})
     return folder
 
 
@@ -131,7 +131,7 @@ def test_two_processes_at_global_batch_2_train_the_weights_one_process_trains_at
     torch.manual_seed(0)
     start = build_generator(load_config(one / "params.yaml"))  # the initial weights of both runs
     assert relative_difference(weights(one), weights(two), start) < RELATIVE_TOLERANCE
-    train_stage(tmp_path, tiles, 1, epochs=1, batch_size=1, **{"optim.decay_epochs": 0})  # other gradients
+    train_stage(tmp_path, tiles, 1, epochs=1, batch_size=1, **{"optim.decay_share": 0.0})  # other gradients
     assert relative_difference(weights(one), weights(tmp_path), start) > 10 * RELATIVE_TOLERANCE
     losses = ["G_GAN", "G_L1", "D_real", "D_fake"]  # means over both processes' samples
     pd.testing.assert_frame_equal(pd.read_csv(one / "metrics/train_epochs.csv")[losses],
@@ -205,7 +205,7 @@ def test_each_machine_gets_its_torchrun_line_and_machine_0_holds_rank_0(tmp_path
              for k in (0, 1, 2)]
     assert lines[0].exit_code == 0 and lines[0].output.split()[1:] == [
         "-m", "torch.distributed.run", "--nproc-per-node=4", "--nnodes=2", "--node-rank=0",
-        "--master-addr=10.0.0.1", "--master-port=29500", "stages/train.py"]
+        "--master-addr=10.0.0.1", "--master-port=29500", "-m", "stages.train"]
     assert "--node-rank=1" in lines[1].output
     assert lines[2].exit_code == 1 and "--node-rank 2: must be in [0, train.nnodes=2)" in lines[2].output
 

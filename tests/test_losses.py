@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -6,7 +7,7 @@ from torch.nn import functional as F
 
 from pix2pix.data.device_data import pick_device
 from pix2pix.losses import GANLoss, discriminator_loss, generator_loss
-from pix2pix.trainer import Pix2Pix, linear_decay
+from pix2pix.trainer import Pix2Pix
 
 
 def test_vanilla_gan_loss_is_bce_on_logits():
@@ -39,13 +40,41 @@ def test_generator_loss_is_gan_plus_lambda_l1():
     assert total.item() == pytest.approx(g_gan.item() + 100.0 * g_l1.item(), rel=1e-6)
 
 
-def test_lr_is_constant_then_decays_linearly_like_the_reference():
-    rule = linear_decay(epochs=200, decay_epochs=100)
-    assert [rule(e) for e in (0, 99)] == [1.0, 1.0]
-    assert rule(100) == pytest.approx(1 - 1 / 101)
-    assert rule(199) == pytest.approx(1 / 101)
-    factors = [rule(e) for e in range(200)]
-    assert all(a >= b for a, b in zip(factors, factors[1:]))
+def epoch_lrs(cfg) -> list[float]:
+    """The LR each epoch of a run trains with, read from the model's own schedule."""
+    model = Pix2Pix(cfg, pick_device("cpu"))
+    lrs = []
+    for _ in range(cfg.epochs):
+        lrs.append(model.lr)
+        model.end_epoch()
+    return lrs
+
+
+def test_the_paper_recipe_trains_100_epochs_at_2e_4_then_decays_over_100(tiny_cfg):
+    """Pinned per epoch (1-based): 1-100 at 2e-4, epoch 100 + k at 2e-4 * (1 - k/101). The reference
+    code is one epoch ahead (its epoch 100 + k trains at 2e-4 * (1 - (k+1)/101)): see linear_decay."""
+    cfg = dataclasses.replace(tiny_cfg, epochs=200, optim=dataclasses.replace(tiny_cfg.optim, decay_share=0.5))
+    lrs = epoch_lrs(cfg)
+    assert lrs[:100] == [2e-4] * 100
+    assert lrs[100:] == pytest.approx([2e-4 * (1 - k / 101) for k in range(1, 101)], rel=1e-12)
+    assert lrs[-1] == pytest.approx(2e-4 / 101)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 7, 10])
+def test_any_epoch_count_is_valid_and_keeps_the_shape_without_a_second_override(epochs, tmp_path):
+    """`-S epochs=N` alone: constant, then linear decay over the last half (rounded down)."""
+    import yaml
+
+    from conftest import ROOT
+    from pix2pix.config import decay_epochs, load_config
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg = load_config(ROOT / "params.yaml", {"epochs": epochs, "model.ngf": 8, "model.ndf": 8, "image_size": 32})
+    assert params["optim"]["decay_share"] == 0.5 and decay_epochs(cfg) == epochs // 2
+    lrs = epoch_lrs(cfg)
+    constant = epochs - epochs // 2
+    assert lrs[:constant] == [2e-4] * constant
+    assert all(a > b > 0 for a, b in zip(lrs[constant - 1:], lrs[constant:]))
 
 
 def test_optimisers_are_the_papers(tiny_cfg):
@@ -76,8 +105,6 @@ def test_lr_schedule_advances_per_epoch(tiny_cfg):
 
 def test_compiled_training_step_matches_eager(tiny_cfg):
     """train.compile changes speed, not maths: one step gives the same losses and weights."""
-    import dataclasses
-
     results = []
     for compiled in (False, True):
         torch.manual_seed(0)
@@ -96,7 +123,6 @@ def test_compiled_training_step_matches_eager(tiny_cfg):
 def test_cuda_graph_steps_match_eager_steps(tiny_cfg):
     """The captured step trains like the eager one: warm-up steps leave no trace, the LR schedule
     reaches the graph, and a short last batch falls back to eager."""
-    import dataclasses
 
     results = []
     for graphs in (False, True):
@@ -106,7 +132,7 @@ def test_cuda_graph_steps_match_eager_steps(tiny_cfg):
         model = Pix2Pix(cfg, torch.device("cuda"))
         x = torch.rand(5, 6, 64, 64, device="cuda") * 2 - 1
         losses = [model.step(x[i:i + 2, :3], x[i:i + 2, 3:]) for i in (0, 2)]
-        model.end_epoch()  # lr halves (decay_epochs 1 of 2 epochs)
+        model.end_epoch()  # lr halves (decay over 1 of 2 epochs)
         losses += [model.step(x[:2, :3], x[:2, 3:]), model.step(x[4:, :3], x[4:, 3:])]
         assert (model.graphed is not None) == graphs and model.steps == 4
         results.append((torch.stack(losses), [p.detach().clone() for p in model.G.parameters()]))

@@ -4,13 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from archives import ade20k_zip, write_cityscapes_zips
-from conftest import SHARED_DATA, needs_shared, tiny_overrides
+from archives import ade20k_zip, small_facades, tar_bytes, write_cityscapes_zips
+from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
 from dvc_project import init_repo, make_project, run
 
 OUTS = [
@@ -118,7 +119,7 @@ def test_the_final_generator_is_an_mlflow_model(two_runs):
 @needs_shared
 @pytest.mark.parametrize("dataset,tiles", [("cars", 149), ("facades", 606)])
 def test_repro_on_a_real_dataset_through_the_mirror(tmp_path, dataset, tiles):
-    env = init_repo(tmp_path, tiny_overrides(dataset=dataset, epochs=1, **{"optim.decay_epochs": 0}),
+    env = init_repo(tmp_path, tiny_overrides(dataset=dataset, epochs=1, **{"optim.decay_share": 0.0}),
                     PIX2PIX_MIRROR=str(SHARED_DATA))
     run(["dvc", "repro"], tmp_path, env)
     manifest = (tmp_path / "data/tiles/manifest.csv").read_text().splitlines()
@@ -135,7 +136,7 @@ def test_repro_on_archives_laid_out_like_cityscapes_and_ade20k(tmp_path, dataset
     (mirror / "ADEChallengeData2016.zip").write_bytes(ade20k_zip())
     project = tmp_path / "project"
     project.mkdir()
-    overrides = tiny_overrides(dataset=dataset, epochs=1, **{"optim.decay_epochs": 0, "data.mirror": str(mirror),
+    overrides = tiny_overrides(dataset=dataset, epochs=1, **{"optim.decay_share": 0.0, "data.mirror": str(mirror),
                                                                "data.val_fraction": 0.34, "eval.grid_samples": 1})
     env = init_repo(project, overrides)
     run(["dvc", "repro"], project, env)
@@ -151,3 +152,132 @@ def test_a_failing_stage_exits_non_zero_with_one_line_and_no_output(tmp_path):
     assert "Traceback" not in result.stderr
     raw = tmp_path / "data" / "raw"
     assert not (raw / "cityscapes").exists() and not list(raw.glob(".cityscapes*"))  # no output, no temp
+
+
+def test_the_same_data_gets_the_same_dvc_hash_from_any_mirror_path_or_a_url(tmp_path):
+    """data/raw and data/tiles depend on the bytes, not on where they came from: facades from two
+    mirror folders at different paths (with the mirror's own SHA256SUMS and SOURCE.txt) and as the
+    authors' tar.gz (a facades/ wrapper folder) from a local HTTP server give one dvc.lock hash."""
+    import hashlib
+    import http.server
+    import threading
+
+    files = small_facades()  # {"facades/train/1.jpg": bytes, ...}, as in the authors' archive
+    for mirror in ("mirror-a", "deeper/mirror-b"):  # the extracted folder: <mirror>/facades/train/1.jpg
+        folder = tmp_path / mirror
+        for name, data in files.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        (folder / "facades/SOURCE.txt").write_text(f"copied to {folder}\n")
+        (folder / "facades/SHA256SUMS").write_text(
+            "".join(f"{hashlib.sha256(d).hexdigest()}  {n.removeprefix('facades/')}\n" for n, d in files.items()))
+
+    archive = tar_bytes(files)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(archive)))
+            self.end_headers()
+            self.wfile.write(archive)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/facades.tar.gz"
+    overrides = tiny_overrides(dataset="facades")
+    hashes = []
+    try:
+        for name, extra in (("from-a", {"PIX2PIX_MIRROR": str(tmp_path / "mirror-a")}),
+                            ("elsewhere/from-b", {"PIX2PIX_MIRROR": str(tmp_path / "deeper/mirror-b")}),
+                            ("from-url", {"PIX2PIX_DATASET_URL": f"facades={url}"})):
+            project = tmp_path / name
+            project.mkdir(parents=True)
+            env = init_repo(project, overrides, PYTHONPATH=f"{project}{os.pathsep}{ROOT / 'tests' / 'faults'}",
+                            PIX2PIX_CACHE=str(project / "download-cache"), **extra)
+            if "PIX2PIX_MIRROR" not in extra:
+                env.pop("PIX2PIX_MIRROR", None)
+            result = subprocess.run(["dvc", "repro", "prepare"], cwd=project, env=env, capture_output=True, text=True,
+                                    timeout=600)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert ("facades from url http://127.0.0.1" in result.stdout + result.stderr) == (name == "from-url")
+            stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+            hashes.append((stages["download"]["outs"][0]["md5"], stages["prepare"]["outs"][0]["md5"]))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hashes[0] == hashes[1] == hashes[2]
+
+
+TIMINGS_AND_IDS = ("images_per_s", "mlflow_run_id")
+
+
+def results(project) -> dict:
+    """Everything a run produced that is not a timing or an id: dvc.lock's output hashes (model
+    files, tiles, grids), the metrics files' values, every epoch's row."""
+    import csv
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    out = {f"{stage}:{o['path']}": o.get("md5") for stage, spec in lock.items() for o in spec.get("outs", [])}
+    for name in ("train.json", "eval.json"):
+        out[name] = {k: v for k, v in json.loads((project / "metrics" / name).read_text()).items()
+                     if k not in TIMINGS_AND_IDS}
+    with open(project / "metrics/train_epochs.csv") as f:
+        out["epochs"] = [{k: v for k, v in row.items() if k not in TIMINGS_AND_IDS} for row in csv.DictReader(f)]
+    return out
+
+
+def test_two_fresh_repos_at_different_paths_reproduce_bit_for_bit_on_cpu(tmp_path, reproduced):
+    """Same lock, same CPU, same thread count: another clone elsewhere gives the same model bytes,
+    tiles and metrics (README: Reproducibility)."""
+    other = tmp_path / "somewhere" / "else"
+    other.mkdir(parents=True)
+    env = init_repo(other, tiny_overrides())
+    run(["dvc", "repro"], other, env)
+    first, second = results(reproduced[0]), results(other)
+    assert first["train:models/generator.pt"] and first["train.json"]["torch_version"] == torch.__version__
+    assert first["train.json"]["cpu_threads"] == torch.get_num_threads()
+    assert first == second
+
+
+def wait_for_queue(path, env, count: int) -> str:
+    """Block until `count` queued experiments have finished; returns `dvc queue status`."""
+    import time
+
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], path, env)
+        tasks = [line.split()[-1] for line in status.split("\n\n")[0].splitlines()[1:]]  # Task Name Created Status
+        if sum(state in ("Success", "Failed") for state in tasks) >= count:
+            return status
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish:\n{status}")
+
+
+def test_queued_experiments_run_two_at_once_and_keep_their_mlflow_runs_in_the_workspace(tmp_path):
+    """`dvc queue start -j 2` runs each experiment in a temporary copy of the repo; with the default
+    relative store (sqlite:///mlflow.db) both runs land in the workspace's mlflow.db, complete."""
+    import mlflow
+
+    env = init_repo(tmp_path, tiny_overrides(epochs=1, **{"optim.decay_share": 0.0}))
+    env.pop("MLFLOW_TRACKING_URI")  # params.yaml's sqlite:///mlflow.db, relative, as a user has it
+    for name, value in (("exp-l1-10", "10"), ("exp-l1-1", "1")):
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"lambda_l1={value}"], tmp_path, env)
+    run(["dvc", "queue", "start", "-j", "2"], tmp_path, env)
+    status = wait_for_queue(tmp_path, env, 2)
+    assert status.count("Success") == 2, status
+    assert (tmp_path / "mlflow.db").exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("pix2pix")
+    assert experiment.artifact_location.startswith((tmp_path / "mlruns").as_uri())  # not in a deleted temp folder
+    runs = {r.data.tags["dvc_exp_name"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"exp-l1-10", "exp-l1-1"}
+    for name, r in runs.items():
+        assert r.info.status == "FINISHED"
+        assert r.data.params["lambda_l1"] == {"exp-l1-10": "10.0", "exp-l1-1": "1.0"}[name]
+        assert len(client.get_metric_history(r.info.run_id, "val_FID")) == 1
+        artifacts = {a.path for a in client.list_artifacts(r.info.run_id, "grids")}
+        assert artifacts == {"grids/epoch_001.png"}
+        assert Path(client.get_run(r.info.run_id).info.artifact_uri.removeprefix("file://")).is_dir()

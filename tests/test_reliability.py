@@ -64,7 +64,7 @@ def generator_tensors(path):
 
 
 def test_dvc_repro_after_sigkill_resumes_to_bit_identical_weights_in_the_same_mlflow_run(tmp_path):
-    overrides = tiny_overrides(epochs=3, **{"optim.decay_epochs": 2})
+    overrides = tiny_overrides(epochs=3, **{"optim.decay_share": 0.67})
     whole = init_repo(tmp_path / "whole", overrides)
     run(["dvc", "repro"], tmp_path / "whole", whole)
 
@@ -233,7 +233,7 @@ def test_a_store_failing_mid_run_loses_mlflow_records_not_the_training(tmp_path,
 # -- concurrency --------------------------------------------------------------------------------------
 
 def test_a_second_dvc_repro_at_once_fails_on_the_lock_and_the_first_completes(tmp_path):
-    env = init_repo(tmp_path, tiny_overrides(epochs=8, **{"optim.decay_epochs": 4}))
+    env = init_repo(tmp_path, tiny_overrides(epochs=8))
     first = subprocess.Popen(["dvc", "repro"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:

@@ -6,7 +6,12 @@
   backoff, with a timeout. Partial downloads live in the download cache (`PIX2PIX_CACHE`,
   default ~/.cache/pix2pix), never in the output.
 - The output folder is built under a temporary name and renamed into place: a failed run leaves
-  nothing. `SOURCE.json` in it records where the data came from and the archive's sha256.
+  nothing.
+- The output depends on the dataset's bytes only, never on where they came from, so DVC gives the
+  same hash on every machine: a mirror folder's own bookkeeping (SHA256SUMS, SOURCE.txt) is not
+  copied, an archive's single wrapper folder (facades.tar.gz holds facades/...) is unwrapped as a
+  mirror folder already is, and `SOURCE.json` holds the dataset's name and licence note, not the
+  path or URL (those are logged).
 """
 
 from __future__ import annotations
@@ -46,9 +51,29 @@ def fetch(cfg, out_dir: str | Path) -> Path:
         return out_dir
     mirrors = [Path(m) for m in (cfg.data.mirror, os.environ.get(MIRROR_ENV)) if m]
     with atomic_dir(out_dir) as tmp:
-        record = next((r for m in mirrors if (r := from_mirror(source, m, tmp))), None) or from_url(source, tmp)
-        write_json(tmp / "SOURCE.json", {"dataset": source.name, **record, "note": source.note})
+        origin = next((r for m in mirrors if (r := from_mirror(source, m, tmp))), None) or from_url(source, tmp)
+        log.info("%s from %s", source.name, ", ".join(f"{k} {v}" for k, v in origin.items()))
+        unwrap(tmp, {source.name, *source.mirror_names, *(archive_stem(a) for a in source.archives)})
+        write_json(tmp / "SOURCE.json", {"dataset": source.name, "task": source.task, "note": source.note})
     return out_dir
+
+
+MIRROR_BOOKKEEPING = ("SHA256SUMS", "SOURCE.txt")  # a mirror folder's own files, not the dataset's
+
+
+def archive_stem(name: str) -> str:
+    """facades.tar.gz -> facades, car-segmentation.zip -> car-segmentation."""
+    return name.split(".")[0]
+
+
+def unwrap(folder: Path, wrapper_names: set[str]) -> None:
+    """Lift the contents of a lone top-level folder named like the dataset up into `folder`."""
+    entries = list(folder.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and entries[0].name in wrapper_names:
+        inner = entries[0].rename(folder / f".{entries[0].name}.unwrap")
+        for child in inner.iterdir():
+            child.rename(folder / child.name)
+        inner.rmdir()
 
 
 def from_mirror(source: Source, mirror: Path, dest: Path) -> dict | None:
@@ -60,15 +85,16 @@ def from_mirror(source: Source, mirror: Path, dest: Path) -> dict | None:
         if folder.is_dir():
             log.info("copying %s from the mirror %s", source.name, folder)
             verify_sums(folder)
-            shutil.copytree(folder, dest, dirs_exist_ok=True)
-            return {"origin": str(folder)}
+            shutil.copytree(folder, dest, dirs_exist_ok=True, ignore=lambda d, names: [
+                n for n in names if d == str(folder) and n in MIRROR_BOOKKEEPING])
+            return {"mirror folder": str(folder)}
     archives = [mirror / name for name in source.archives]
     if archives and all(a.is_file() for a in archives):
         digests = {}
         for archive in archives:
             digests[archive.name] = check_sha256(archive, source.sha256 if len(archives) == 1 else None)
             extract(archive, dest)
-        return {"origin": str(mirror), "sha256": digests}
+        return {"mirror archives": str(mirror), "sha256": digests}
     log.info("%s holds no %s; trying the next source", mirror, source.name)
     return None
 
@@ -84,7 +110,7 @@ def from_url(source: Source, dest: Path) -> dict:
                 download(url, archive)
             digest = check_sha256(archive, source.sha256)
             extract(archive, dest)
-            return {"origin": url, "sha256": {archive.name: digest}}
+            return {"url": url, "sha256": digest}
         except DownloadError as err:
             errors.append(f"{url}: {err}")
     raise Pix2PixError(

@@ -2,7 +2,7 @@
 PIX2PIX_KILL_AT_STEP=N, and the N-th training step SIGKILLs its own process (as a crashed or
 pre-empted machine would), with no chance to clean up; PIX2PIX_HANG_AT_STEP=N makes it stop
 answering instead (a stuck GPU or network). PIX2PIX_FAULT_RANK=R limits either to the process of
-rank R under torchrun."""
+rank R under torchrun. PIX2PIX_DATASET_URL=NAME=URL points a dataset at a local server."""
 
 import os
 
@@ -26,3 +26,12 @@ if (_kill or _hang) and (_rank is None or _rank == os.environ.get("RANK")):
         return _step(self, *args)
 
     trainer.Pix2Pix.step = step
+
+_url = os.environ.get("PIX2PIX_DATASET_URL")  # NAME=URL: that dataset downloads from URL (a test's local server)
+if _url:
+    import dataclasses
+
+    from pix2pix.data import sources
+
+    _name, _address = _url.split("=", 1)
+    sources.DATASETS[_name] = dataclasses.replace(sources.DATASETS[_name], urls=(_address,))

@@ -1,0 +1,156 @@
+"""dvc.yaml against the code: each stage depends on exactly the project modules its command
+imports (transitively, lazy imports included), on the params that change its results and on no
+execution-only param; the README's Params table says truly which stage each key re-runs."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from dvc_project import run, write_params
+from pix2pix.config import EXECUTION_ONLY, flatten, load_config
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def module_file(name: str):
+    """pix2pix.data.tiles -> pix2pix/data/tiles.py (or the package's __init__.py); None if not ours."""
+    if name.split(".")[0] not in ("pix2pix", "stages"):
+        return None
+    base = ROOT / name.replace(".", "/")
+    return base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+
+
+def imported_modules(path) -> set[str]:
+    """Every module an import statement anywhere in the file names (`from a import b` names a and,
+    when b is a module, a.b)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def holds_code(path) -> bool:
+    """False for a file that is only a docstring (the empty package __init__ files)."""
+    body = ast.parse(path.read_text()).body
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
+
+
+def import_closure(script) -> set[str]:
+    """The script and every project file it imports, transitively, as paths relative to the root."""
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_modules(path):
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+                file = module_file(".".join(parts[:i]))
+                if file is not None and file.exists():
+                    todo.append(file)
+    return {str(p.relative_to(ROOT)) for p in seen if holds_code(p)}
+
+
+def command_script(cmd: str):
+    args = shlex.split(cmd)
+    assert args[:2] == ["python", "-m"] and args[2].startswith("stages."), f"{cmd}: run stages as python -m stages.X"
+    return module_file(args[2])
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_depends_on_exactly_the_code_its_command_imports(stage):
+    spec = STAGES[stage]
+    declared = {d for d in spec.get("deps", []) if d.endswith(".py")}
+    needed = import_closure(command_script(spec["cmd"]))
+    assert not needed - declared, f"{stage}: dvc.yaml misses {sorted(needed - declared)}"
+    assert not declared - needed, f"{stage}: dvc.yaml lists {sorted(declared - needed)}, never imported"
+
+
+def test_the_closure_follows_lazy_imports_and_packages():
+    """The checker itself: a function-level import counts; an import of a sibling package does not
+    leak in unless named."""
+    closure = import_closure(ROOT / "stages/check_params.py")
+    assert "pix2pix/data/sources.py" in closure  # imported inside config._check_values
+    assert "pix2pix/__init__.py" in closure and "pix2pix/trainer.py" not in closure
+
+
+def stage_params(stage: str) -> set[str]:
+    """A stage's params in dvc.yaml, sections expanded to their dotted keys."""
+    keys = set(flatten(load_config(ROOT / "params.yaml")))
+    out = set()
+    for entry in STAGES[stage].get("params", []):
+        assert isinstance(entry, str), f"{stage}: params must name keys of params.yaml, not whole files"
+        matched = {k for k in keys if k == entry or k.startswith(entry + ".")}
+        assert matched, f"{stage}: param {entry} is not a key of params.yaml"
+        out |= matched
+    return out
+
+
+def test_every_param_either_changes_a_stage_or_is_execution_only():
+    keys = set(flatten(load_config(ROOT / "params.yaml")))
+    used = {k for stage in STAGES for k in stage_params(stage)}
+    assert keys == used | set(EXECUTION_ONLY)
+    assert not used & set(EXECUTION_ONLY), "an execution-only key would re-run a stage"
+    # check_params runs whenever any other stage would, and first: everything depends on its output
+    assert stage_params("check_params") == {k for s in STAGES if s != "check_params" for k in stage_params(s)}
+    assert STAGES["check_params"]["outs"][0] in STAGES["download"]["deps"]
+
+
+def readme_params_table() -> dict[str, set[str]]:
+    """The README's Params table: key -> the stages its 're-runs' column names."""
+    section = (ROOT / "README.md").read_text().split("\n## Params\n")[1].split("\n## ")[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            stages = set(re.findall(r"`(\w+)`", cells[3])) if cells[3] != "nothing" else set()
+            for key in re.findall(r"`([\w.]+)`", cells[0]):
+                rows[key] = stages
+    return rows
+
+
+def test_the_readme_params_table_says_which_stages_each_key_re_runs():
+    """Directly through its params, or downstream: whatever depends on a stage's outputs re-runs."""
+    downstream = {"check_params": set(), "download": {"prepare", "train", "evaluate"},
+                  "prepare": {"train", "evaluate"}, "train": {"evaluate"}, "evaluate": set()}
+    table = readme_params_table()
+    keys = set(flatten(load_config(ROOT / "params.yaml")))
+    assert set(table) == keys
+    for key in keys:
+        direct = {s for s in STAGES if s != "check_params" and key in stage_params(s)}
+        assert table[key] == direct | {d for s in direct for d in downstream[s]}, key
+
+
+EXECUTION_CHANGES = {"device": "cpu", "data.mirror": "/nowhere", "train.log_every": 5, "train.threads": 1,
+                     "train.device_data_gb": 1.0, "train.compile": True, "train.cuda_graphs": False,
+                     "train.checkpoint_every": 2, "train.resume": "never", "train.max_nonfinite_steps": 3,
+                     "train.nproc_per_node": 2, "train.nnodes": 2, "train.rdzv_endpoint": "10.0.0.1:29500",
+                     "train.dist_timeout_s": 60.0, "mlflow.enabled": False, "mlflow.tracking_uri": "sqlite:///x.db",
+                     "mlflow.experiment": "other"}
+
+
+def test_changing_execution_only_keys_re_runs_nothing_and_lambda_re_runs_train(reproduced):
+    from conftest import tiny_overrides
+
+    path, env = reproduced
+    assert set(EXECUTION_CHANGES) == set(EXECUTION_ONLY)
+    try:
+        write_params(path, tiny_overrides(**EXECUTION_CHANGES))
+        assert "up to date" in run(["dvc", "status"], path, env).lower()
+        write_params(path, tiny_overrides(lambda_l1=50.0))
+        changed = yaml.safe_load(run(["dvc", "status", "--json"], path, env))
+        assert set(changed) == {"check_params", "train"}  # evaluate follows the new generator
+    finally:
+        write_params(path, tiny_overrides())
+    assert "up to date" in run(["dvc", "status"], path, env).lower()
