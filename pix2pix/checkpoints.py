@@ -26,6 +26,8 @@ from pix2pix.errors import Pix2PixError
 from pix2pix.files import atomic_path
 
 log = logging.getLogger(__name__)
+REQUIRED = ("generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "epoch", "steps", "rng",
+            "params", "dataset_hash", "rows", "best", "mlflow_run_id")
 
 
 def rng_states() -> dict:

@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import subprocess
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -79,18 +80,19 @@ def tracking_uri(cfg: Config | None) -> str:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.mlflow.tracking_uri if cfg else "sqlite:///mlflow.db")
     root = Path(os.environ.get("DVC_ROOT") or ".").resolve()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # sqlite:////abs is absolute
         return "sqlite:///" + str(root / uri.removeprefix("sqlite:///"))
-    if "://" not in uri and not uri.startswith(("file:", "databricks")) and not Path(uri).is_absolute():
+    if not urllib.parse.urlparse(uri).scheme and not Path(uri).is_absolute():  # a plain folder: mlruns
         return str(root / uri)
     return uri
 
 
 def local_store(uri: str) -> Path | None:
-    """The file or folder of a store on this machine (SQLite or a path); None for a server."""
-    if uri.startswith("sqlite:///"):
+    """The file (SQLite) or folder (file store) of a store on this machine; None for a server."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite":
         return Path(uri.removeprefix("sqlite:///"))
-    return Path(uri.removeprefix("file://")) if "://" not in uri or uri.startswith("file://") else None
+    return Path(parsed.path) if parsed.scheme in ("", "file") else None
 
 
 @contextlib.contextmanager
@@ -139,7 +141,7 @@ class MlflowRun:
             tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
         with store_lock(self.store):
             mlflow.set_tracking_uri(uri)
-            self._experiment(mlflow, cfg.mlflow.experiment)
+            self._experiment(mlflow, cfg.mlflow.experiment, sqlite=uri.startswith("sqlite:"))
             self.run = self._start(mlflow, run_id)
             self.mlflow = mlflow
             if not run_id:
@@ -147,10 +149,10 @@ class MlflowRun:
             mlflow.set_tags(tags)
         log.info("MLflow run %s in %s", self.run.info.run_id, uri)
 
-    def _experiment(self, mlflow, name: str) -> None:
+    def _experiment(self, mlflow, name: str, sqlite: bool) -> None:
         """Select the experiment, creating it with its artifacts beside a local store: MLflow would
         put them under the current folder, which for a queued experiment is deleted afterwards."""
-        if self.store is not None and mlflow.get_experiment_by_name(name) is None:
+        if sqlite and mlflow.get_experiment_by_name(name) is None:  # a folder store keeps artifacts inside itself
             mlflow.create_experiment(name, artifact_location=(self.store.parent / "mlruns" / name).as_uri())
         mlflow.set_experiment(name)
 

@@ -49,13 +49,15 @@ def tiles(tmp_path_factory):  # 6 train pairs: 3 steps per epoch at global batch
 
 
 def train_stage(folder, tiles, nproc: int, env_extra: dict | None = None, check=True, **extra):
-    """Run stages/train.py in `folder` (params.yaml + data/tiles) as `dvc repro` would."""
+    """Run the train stage's script in `folder` (params.yaml + data/tiles) as `dvc repro` would; the
+    repo root on PYTHONPATH lets torchrun's `-m stages.train` find it from `folder`."""
     folder.mkdir(exist_ok=True)
     (folder / "data").mkdir(exist_ok=True)
     if not (folder / "data/tiles").exists():
         (folder / "data/tiles").symlink_to(tiles)
     write_params(folder, overrides(nproc, **extra))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", **(env_extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), (env_extra or {}).get("PYTHONPATH")) if p)
     result = subprocess.run([sys.executable, str(ROOT / "stages/train.py")], cwd=folder, env=env,
                             capture_output=True, text=True, timeout=600)  # a hang fails here, not forever
     if check:

@@ -212,32 +212,41 @@ def test_the_same_data_gets_the_same_dvc_hash_from_any_mirror_path_or_a_url(tmp_
 
 
 TIMINGS_AND_IDS = ("images_per_s", "mlflow_run_id")
+FILES_WITH_TIMINGS_OR_IDS = ("checkpoints", "metrics/train.json", "metrics/train_epochs.csv")  # compared by value
 
 
-def results(project) -> dict:
-    """Everything a run produced that is not a timing or an id: dvc.lock's output hashes (model
-    files, tiles, grids), the metrics files' values, every epoch's row."""
+def committed_results(project) -> dict:
+    """Everything the committed run produced that is not a timing or an id, read from git HEAD
+    (later `dvc exp run`s change the workspace, not HEAD): dvc.lock's output hashes (raw data,
+    tiles, model files, grids, eval outputs), and the metrics files' values, every epoch's row."""
     import csv
+    import io
 
-    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    out = {f"{stage}:{o['path']}": o.get("md5") for stage, spec in lock.items() for o in spec.get("outs", [])}
+    def show(path):
+        return run(["git", "show", f"HEAD:{path}"], project, os.environ)
+
+    lock = yaml.safe_load(show("dvc.lock"))["stages"]
+    out = {f"{stage}:{o['path']}": o.get("md5") for stage, spec in lock.items() for o in spec.get("outs", [])
+           if o["path"] not in FILES_WITH_TIMINGS_OR_IDS}
     for name in ("train.json", "eval.json"):
-        out[name] = {k: v for k, v in json.loads((project / "metrics" / name).read_text()).items()
-                     if k not in TIMINGS_AND_IDS}
-    with open(project / "metrics/train_epochs.csv") as f:
-        out["epochs"] = [{k: v for k, v in row.items() if k not in TIMINGS_AND_IDS} for row in csv.DictReader(f)]
+        out[name] = {k: v for k, v in json.loads(show(f"metrics/{name}")).items() if k not in TIMINGS_AND_IDS}
+    out["epochs"] = [{k: v for k, v in row.items() if k not in TIMINGS_AND_IDS}
+                     for row in csv.DictReader(io.StringIO(show("metrics/train_epochs.csv")))]
     return out
 
 
 def test_two_fresh_repos_at_different_paths_reproduce_bit_for_bit_on_cpu(tmp_path, reproduced):
     """Same lock, same CPU, same thread count: another clone elsewhere gives the same model bytes,
-    tiles and metrics (README: Reproducibility)."""
+    tiles, grids and metrics (README: Reproducibility)."""
     other = tmp_path / "somewhere" / "else"
     other.mkdir(parents=True)
     env = init_repo(other, tiny_overrides())
     run(["dvc", "repro"], other, env)
-    first, second = results(reproduced[0]), results(other)
-    assert first["train:models/generator.pt"] and first["train.json"]["torch_version"] == torch.__version__
+    run(["git", "add", "-A"], other, env)
+    run(["git", "commit", "-qm", "the same run elsewhere"], other, env)
+    first, second = committed_results(reproduced[0]), committed_results(other)
+    assert first["train:models/generator.pt"] and first["train:metrics/grids"] and first["evaluate:metrics/eval_grid.png"]
+    assert first["train.json"]["torch_version"] == torch.__version__
     assert first["train.json"]["cpu_threads"] == torch.get_num_threads()
     assert first == second
 

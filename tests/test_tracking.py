@@ -55,3 +55,25 @@ def test_epoch_log_keeps_summary_values_in_the_json_only(tmp_path):
     assert json.loads((tmp_path / "train.json").read_text()) == {"epoch": 2, "val_L1": 0.6, "mlflow_run_id": "abc",
                                                                  "best_epoch": 1}
     assert (tmp_path / "train_epochs.csv").read_text().splitlines() == ["epoch,val_L1", "1,0.5", "2,0.6"]
+
+
+@pytest.mark.parametrize("uri,expected", [
+    ("sqlite:///mlflow.db", "sqlite:///{root}/mlflow.db"),   # relative: at the project root
+    ("sqlite:////data/m.db", "sqlite:////data/m.db"),        # absolute: as given
+    ("mlruns", "{root}/mlruns"),
+    ("/srv/mlruns", "/srv/mlruns"),
+    ("file:///srv/mlruns", "file:///srv/mlruns"),
+    ("http://mlflow.example:5000", "http://mlflow.example:5000"),
+])
+def test_a_relative_store_resolves_at_dvc_root_where_dvc_sets_it(uri, expected, tmp_path, monkeypatch):
+    """Queued experiments run in temporary copies; DVC_ROOT names the workspace they came from."""
+    from pix2pix.tracking import local_store, tracking_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path.parent)
+    assert tracking_uri(None) == expected.format(root=tmp_path)
+    monkeypatch.delenv("DVC_ROOT")  # outside DVC: the current folder
+    assert tracking_uri(None) == expected.format(root=tmp_path.parent)
+    store = local_store(tracking_uri(None))
+    assert (store is None) == uri.startswith("http") and (store is None or store.is_absolute())
