@@ -27,14 +27,19 @@ def make_project(path, overrides: dict):
 
 def write_params(path, overrides: dict):
     """path/params.yaml: the project's, with dotted keys overridden."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (path / "params.yaml").write_text(overridden((ROOT / "params.yaml").read_text(), overrides))
+
+
+def overridden(params_text: str, overrides: dict) -> str:
+    """params.yaml text with dotted keys set to new values."""
+    params = yaml.safe_load(params_text)
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         node = params
         for part in parents:
             node = node[part]
         node[leaf] = value
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return yaml.safe_dump(params, sort_keys=False)
 
 
 def init_repo(path, overrides: dict, **env_extra):

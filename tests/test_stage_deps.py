@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from dvc_project import run
+from dvc_project import overridden, run
 from pix2pix.config import EXECUTION_ONLY, flatten, load_config
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -146,21 +146,11 @@ def test_changing_execution_only_keys_re_runs_nothing_and_lambda_re_runs_train(r
     assert set(EXECUTION_CHANGES) == set(EXECUTION_ONLY)
     original = (path / "params.yaml").read_text()  # whatever the workspace holds now (other tests run exps)
 
-    def write(changes: dict) -> None:
-        params = yaml.safe_load(original)
-        for dotted, value in changes.items():
-            *parents, leaf = dotted.split(".")
-            node = params
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-        (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
     assert "up to date" in run(["dvc", "status"], path, env).lower()
     try:
-        write(EXECUTION_CHANGES)
+        (path / "params.yaml").write_text(overridden(original, EXECUTION_CHANGES))
         assert "up to date" in run(["dvc", "status"], path, env).lower()
-        write({"lambda_l1": 7.0})
+        (path / "params.yaml").write_text(overridden(original, {"lambda_l1": 7.0}))
         changed = yaml.safe_load(run(["dvc", "status", "--json"], path, env))
         assert set(changed) == {"check_params", "train"}  # evaluate follows the new generator
     finally:
