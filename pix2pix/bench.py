@@ -20,14 +20,22 @@ import time
 from pathlib import Path
 
 import torch
+import torchvision.transforms as T
 from PIL import Image
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from pix2pix.config import Config, load_config
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.device_data import batches, load_split, split_pair
-from pix2pix.data.tiles import read_manifest
-from pix2pix.distributed import World, epoch_order, join, launch, leave
+from pix2pix.data.sources import direction_of
+from pix2pix.data.synthetic import write_dataset
+from pix2pix.data.tiles import build_tiles, read_manifest
+from pix2pix.distributed import CPU_NORM, World, device_name, epoch_order, join, launch, leave
 from pix2pix.errors import exit_on_error
+from pix2pix.files import write_json
+from pix2pix.losses import GANLoss
+from pix2pix.models import build_discriminator, build_generator
 from pix2pix.trainer import Pix2Pix
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s. "fp32" rows run their convolutions as TF32,
@@ -41,10 +49,6 @@ PEAK_TFLOPS = (
 )
 
 
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
 def peak_tflops(device: torch.device, precision: str) -> float | None:
     name = device_name(device)
     return next((peaks[precision] for key, peaks in PEAK_TFLOPS if key in name), None)
@@ -53,10 +57,8 @@ def peak_tflops(device: torch.device, precision: str) -> float | None:
 class ClassicPairs(torch.utils.data.Dataset):
     """The reference repo's aligned dataset: decode A|B, resize to load size, shared crop and flip."""
 
-    def __init__(self, files: list[Path], size: int, load_size: int):
-        import torchvision.transforms as T
-
-        self.files, self.size, self.load_size = files, size, load_size
+    def __init__(self, files: list[Path], size: int, load_size: int, direction: str):
+        self.files, self.size, self.load_size, self.direction = files, size, load_size, direction
         self.to_tensor = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
 
     def __len__(self) -> int:
@@ -71,13 +73,41 @@ class ClassicPairs(torch.utils.data.Dataset):
         for half in (ab.crop((0, 0, w // 2, h)), ab.crop((w // 2, 0, w, h))):
             half = half.resize((self.load_size, self.load_size), Image.BICUBIC).crop((x, y, x + self.size, y + self.size))
             out.append(self.to_tensor(half.transpose(Image.FLIP_LEFT_RIGHT) if flip else half))
-        return out[0], out[1]
+        return (out[0], out[1]) if self.direction == "AtoB" else (out[1], out[0])
+
+
+class ClassicStep:
+    """The reference repo's training step (pix2pix_model.py, optimize_parameters): fp32, NCHW,
+    per-tensor Adam; D on real and fake pairs, its loss halved, then G on GAN + lambda * L1."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        self.netG, self.netD = build_generator(cfg).to(device), build_discriminator(cfg).to(device)
+        o = cfg.optim
+        self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+        self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+        self.criterionGAN, self.criterionL1, self.lambda_L1 = GANLoss(o.gan_mode), torch.nn.L1Loss(), cfg.lambda_l1
+
+    def step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> None:
+        fake_B = self.netG(real_A)
+        self.netD.requires_grad_(True)
+        self.optimizer_D.zero_grad()
+        loss_D_fake = self.criterionGAN(self.netD(torch.cat((real_A, fake_B.detach()), 1)), False)
+        loss_D_real = self.criterionGAN(self.netD(torch.cat((real_A, real_B), 1)), True)
+        ((loss_D_fake + loss_D_real) * 0.5).backward()
+        self.optimizer_D.step()
+        self.netD.requires_grad_(False)
+        self.optimizer_G.zero_grad()
+        loss_G_GAN = self.criterionGAN(self.netD(torch.cat((real_A, fake_B), 1)), True)
+        (loss_G_GAN + self.criterionL1(fake_B, real_B) * self.lambda_L1).backward()
+        self.optimizer_G.step()
+
+    update = step  # already eager: step_flops counts it as it is
 
 
 def classic_loader(tiles_dir: Path, cfg: Config, workers: int):
     files = [tiles_dir / t for t in read_manifest(tiles_dir).query("split == 'train'")["tile"]]
     load_size = round(cfg.image_size * cfg.augment.load_scale)
-    return torch.utils.data.DataLoader(ClassicPairs(files, cfg.image_size, load_size), batch_size=1, shuffle=True,
+    return torch.utils.data.DataLoader(ClassicPairs(files, cfg.image_size, load_size, direction_of(cfg.dataset, cfg.direction)), batch_size=1, shuffle=True,
                                        num_workers=workers, drop_last=True, persistent_workers=workers > 0)
 
 
@@ -91,10 +121,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step_flops(model: Pix2Pix, a: torch.Tensor, b: torch.Tensor) -> int:
+def step_flops(model: Pix2Pix | ClassicStep, a: torch.Tensor, b: torch.Tensor) -> int:
     """FLOPs of one D + G update (forward and backward), counted on the eager modules."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    if isinstance(model, ClassicStep):
+        with FlopCounterMode(display=False) as counter:
+            model.update(a, b)
+        return counter.get_total_flops()
     wrapped = model.g_fwd, model.d_fwd, model.d_judge
     model.g_fwd, model.d_fwd, model.d_judge = model.G, model.D, model.D
     try:
@@ -118,7 +150,7 @@ def time_it(next_batch, work, device: torch.device, steps: int, warmup: int) -> 
     return warm - start, (time.perf_counter() - warm) / steps
 
 
-def measure(name: str, model: Pix2Pix, next_batch, batch_size: int, precision: str, device: torch.device,
+def measure(name: str, model: Pix2Pix | ClassicStep, next_batch, batch_size: int, precision: str, device: torch.device,
             steps: int, warmup: int) -> dict:
     """One row: the pipeline alone, then pipeline + training step, then FLOPs and memory."""
     _, data_s = time_it(next_batch, lambda ab: None, device, steps, warmup)
@@ -140,7 +172,7 @@ def measure(name: str, model: Pix2Pix, next_batch, batch_size: int, precision: s
 
 def reference_row(cfg: Config, tiles_dir: Path, device: torch.device, workers: int, steps: int, warmup: int) -> dict:
     """(a) the classic pipeline: PIL in DataLoader workers, fp32, NCHW, batch 1."""
-    model = Pix2Pix(dataclasses.replace(cfg, batch_size=1), device, fast=False)
+    model = ClassicStep(cfg, device)
     loader = classic_loader(tiles_dir, cfg, workers)
     it = endless(lambda: iter(loader))
 
@@ -181,8 +213,6 @@ def project_row(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.
 def profile_summary(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.device, steps: int = 10) -> str:
     """torch.profiler's top operators of this project's step at `batch_size`, run eagerly so that
     each operator shows (a CUDA graph replay would show as one launch): where the GPU time goes."""
-    from torch.profiler import ProfilerActivity, profile
-
     model, next_batch = project_pipeline(cfg, data, batch_size, device)
     batch = next_batch()
     for _ in range(3):
@@ -203,7 +233,7 @@ def run_bench(cfg: Config, tiles_dir: Path, device: torch.device, batch_sizes: l
     `profile`) the profiler summary at the fastest batch size."""
     torch.backends.cudnn.benchmark = device.type == "cuda"
     rows = [reference_row(cfg, tiles_dir, device, workers, steps, warmup)]
-    data = load_split(tiles_dir, "train", "AtoB", device)
+    data = load_split(tiles_dir, "train", direction_of(cfg.dataset, cfg.direction), device)
     for bs in batch_sizes:
         if bs > len(data):
             break
@@ -253,13 +283,11 @@ def scaling_worker(spec_path: str) -> None:
     world, device = join(cfg)
     try:
         torch.backends.cudnn.benchmark = device.type == "cuda"
-        data = load_split(spec["tiles"], "train", "AtoB")
+        data = load_split(spec["tiles"], "train", direction_of(cfg.dataset, cfg.direction))
         shard = data[epoch_order(len(data), 0, cfg.seed, world)].to(device)
         model, next_batch = project_pipeline(cfg, shard, spec["batch"], device, graphs=False, world=world)
         warmup_s, step_s = time_it(next_batch, lambda ab: model.step(*ab), device, spec["steps"], spec["warmup"])
         if world.main:
-            from pix2pix.files import write_json
-
             write_json(spec["out"], {"pipeline": f"(b) pix2pix-dvc, DDP, {cfg.model.norm} norm", "processes": world.size,
                                      "batch_per_process": spec["batch"], "images_per_s": world.size * spec["batch"] / step_s,
                                      "ms_per_step": 1e3 * step_s, "warmup_s": warmup_s})
@@ -276,9 +304,6 @@ def format_scaling(rows: list[dict]) -> str:
 
 def synthetic_tiles(cfg: Config, count: int, folder: Path) -> Path:
     """Prepare `count` synthetic car pairs at cfg.image_size as tiles, the way the pipeline does."""
-    from pix2pix.data.synthetic import write_dataset
-    from pix2pix.data.tiles import build_tiles
-
     write_dataset(folder / "raw", count, cfg.seed)
     build_tiles(folder / "raw", folder / "tiles", dataclasses.replace(cfg, dataset="synthetic"))
     return folder / "tiles"
@@ -293,7 +318,7 @@ def format_table(rows: list[dict], device: torch.device) -> str:
 
     head = f"{'pipeline':<42} {'batch':>5} {'prec':>5} {'img/s':>9} {'ms/step':>8} {'data img/s':>10} " \
            f"{'peak GB':>7} {'TFLOP/s':>8} {'MFU':>6} {'speedup':>7} {'warm-up s':>9}"
-    lines = [f"device: {device_name(device)} (torch {torch.__version__})", head]
+    lines = [f"device: {device_name(device)}, torch {torch.__version__}", head]
     for r in rows:
         lines.append(f"{r['pipeline']:<42} {r['batch']:>5} {r['precision']:>5} {r['images_per_s']:>9.1f} "
                      f"{r['ms_per_step']:>8.2f} {r['data_images_per_s']:>10.1f} {fmt(r['peak_mem_gb'], '7.2f'):>7} "
@@ -315,8 +340,8 @@ def bench(cfg: Config, device: torch.device, batch_sizes: list[int], steps: int,
         if not scaling:
             return rows, summary, []
         params, overrides, nproc = scaling
-        if device.type == "cpu":
-            overrides = {**overrides, "model.norm": "instance"}
+        if device.type == "cpu":  # distributed.check_processes: CPU processes cannot synchronise batch norm
+            overrides = {**overrides, "model.norm": CPU_NORM}
         fastest = max(rows[1:], key=lambda r: r["images_per_s"])["batch"]
         return rows, summary, scaling_rows(params, overrides, tiles, fastest, nproc, steps, warmup)
 

@@ -49,6 +49,18 @@ def set_rng_states(states: dict) -> None:
     random.setstate(states["python"])
 
 
+def seed_process(state: dict | None, rank: int, seed: int) -> None:
+    """This process's random streams (jitter, dropout) after the common torch.manual_seed(seed):
+    the checkpoint's when it holds this process's; otherwise a stream of its own, so that
+    processes never draw the same numbers."""
+    if state and rank < len(state["rng"]):
+        set_rng_states(state["rng"][rank])
+    elif state:  # more processes than the checkpoint was made with
+        torch.manual_seed(seed + rank + 1000 * state["epoch"])
+    elif rank:
+        torch.manual_seed(seed + rank)
+
+
 def save(obj, path: str | Path) -> None:
     """torch.save through a temp file + fsync + rename; a failed write leaves `path` as it was.
 
@@ -79,6 +91,8 @@ def read(path: Path, device: torch.device) -> dict:
     except Exception as err:  # truncated, corrupt, or a pickle that wants to run code
         raise Pix2PixError(f"{path}: unreadable checkpoint ({type(err).__name__}: {str(err)[:200]})") from None
     missing = [k for k in REQUIRED if k not in state] if isinstance(state, dict) else list(REQUIRED)
+    if not missing and not isinstance(state["rng"], list):  # an older format: one RNG state, not one per process
+        missing = ["the RNG states per process"]
     if missing:
         raise Pix2PixError(f"{path}: not a training checkpoint of this version (missing {', '.join(missing)})")
     return state

@@ -71,9 +71,9 @@ def bench(size: int = typer.Option(256, help="image size (the paper: 256)"),
     """
     import torch
 
-    from pix2pix.bench import bench as run_bench, device_name, format_scaling, format_table
+    from pix2pix.bench import bench as run_bench, format_scaling, format_table
     from pix2pix.config import load_config
-    from pix2pix.data.device_data import pick_device
+    from pix2pix.distributed import device_name, pick_device
     from pix2pix.files import write_json
 
     params_file = Path("params.yaml").resolve() if Path("params.yaml").exists() else PARAMS
@@ -106,13 +106,20 @@ def torchrun(node_rank: int = typer.Option(0, help="this machine's number: 0 is 
     """
     import shlex
 
+    import yaml
+
     from pix2pix.config import load_config
     from pix2pix.distributed import torchrun_command
 
     cfg = load_config(params_file)
     if not 0 <= node_rank < cfg.train.nnodes:
         raise Pix2PixError(f"--node-rank {node_rank}: must be in [0, train.nnodes={cfg.train.nnodes})")
-    typer.echo(shlex.join(torchrun_command(cfg, "-m", "stages.train", node_rank=node_rank)))
+    stages = params_file.parent / "dvc.yaml"
+    try:  # the train stage's command as DVC runs it: python -m stages.train ARGS
+        target = shlex.split(yaml.safe_load(stages.read_text())["stages"]["train"]["cmd"])[1:]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+        raise Pix2PixError(f"{stages}: no train stage to read ({type(err).__name__}); keep dvc.yaml next to the params file") from None
+    typer.echo(shlex.join(torchrun_command(cfg, *target, node_rank=node_rank)))
 
 
 @app.command()
@@ -154,7 +161,7 @@ def translate(model: str = typer.Argument(..., help="models/generator.pt, checkp
     Cars take a class-id mask (grey, ids 0-4) or a colour mask; other datasets their input image.
     Example: pix2pix translate models/generator.pt my_masks/ --out translated/
     """
-    from pix2pix.data.device_data import pick_device
+    from pix2pix.distributed import pick_device
     from pix2pix.translate import translate as run_translate
 
     if mode not in ("paper", "eval"):

@@ -15,6 +15,7 @@ from typing import Literal
 
 import yaml
 
+from pix2pix.data.sources import DATASETS
 from pix2pix.errors import Pix2PixError
 
 
@@ -151,9 +152,19 @@ def result_params(cfg_or_flat) -> dict[str, object]:
     return {k: v for k, v in flat.items() if k not in EXECUTION_ONLY}
 
 
+def processes(cfg: Config) -> int:
+    """Training processes: train.nproc_per_node on each of train.nnodes machines."""
+    return cfg.train.nproc_per_node * cfg.train.nnodes
+
+
 def decay_epochs(cfg: Config) -> int:
     """Epochs at the end over which the LR decays: optim.decay_share of them, rounded down."""
     return math.floor(cfg.epochs * cfg.optim.decay_share + 1e-9)  # 1e-9: 0.29 * 100 is 28.999...
+
+
+def valid_image_size(size: int) -> bool:
+    """A power of two >= 32: the U-Net halves it level by level down to 1x1, at least 5 levels."""
+    return size >= 32 and size & (size - 1) == 0
 
 
 def _set_dotted(raw: dict, dotted: str, value, source: Path) -> None:
@@ -207,15 +218,13 @@ def _coerce(value, kind, key: str, source: Path):
 
 
 def _check_values(cfg: Config, source: Path) -> None:
-    from pix2pix.data.sources import DATASETS  # late: sources imports nothing from here
-
     def need(ok: bool, key: str, rule: str, value) -> None:
         if not ok:
             raise Pix2PixError(f"{source}: '{key}' is {value!r}; it must be {rule}")
 
     size = cfg.image_size
     need(cfg.dataset in DATASETS, "dataset", f"one of {', '.join(DATASETS)}", cfg.dataset)
-    need(size >= 32 and size & (size - 1) == 0, "image_size", "a power of two >= 32 (the U-Net halves it to 1x1)", size)
+    need(valid_image_size(size), "image_size", "a power of two >= 32 (the U-Net halves it to 1x1)", size)
     need(cfg.epochs >= 1, "epochs", ">= 1", cfg.epochs)
     need(cfg.batch_size >= 1, "batch_size", ">= 1", cfg.batch_size)
     need(cfg.lambda_l1 >= 0, "lambda_l1", ">= 0", cfg.lambda_l1)
@@ -238,7 +247,7 @@ def _check_values(cfg: Config, source: Path) -> None:
     need(cfg.train.max_nonfinite_steps >= 0, "train.max_nonfinite_steps", ">= 0", cfg.train.max_nonfinite_steps)
     need(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", ">= 1", cfg.train.checkpoint_every)
     need(cfg.train.device_data_gb >= 0, "train.device_data_gb", ">= 0 (0: keep data in host memory)", cfg.train.device_data_gb)
-    world = cfg.train.nproc_per_node * cfg.train.nnodes
+    world = processes(cfg)
     need(cfg.train.nproc_per_node >= 1, "train.nproc_per_node", ">= 1", cfg.train.nproc_per_node)
     need(cfg.train.nnodes >= 1, "train.nnodes", ">= 1", cfg.train.nnodes)
     need(cfg.train.nnodes == 1 or ":" in cfg.train.rdzv_endpoint, "train.rdzv_endpoint",
@@ -246,4 +255,6 @@ def _check_values(cfg: Config, source: Path) -> None:
     need(cfg.train.dist_timeout_s > 0, "train.dist_timeout_s", "> 0", cfg.train.dist_timeout_s)
     need(cfg.batch_size % world == 0, "batch_size", f"a multiple of the {world} processes "
          "(train.nproc_per_node x train.nnodes): it is the global batch, split evenly", cfg.batch_size)
+    need(world == 1 or cfg.device in ("auto", "cuda", "cpu"), "device", "auto, cuda or cpu when several processes "
+         "train (each takes the GPU of its local rank)", cfg.device)
     need(cfg.eval.grid_samples >= 1, "eval.grid_samples", ">= 1", cfg.eval.grid_samples)

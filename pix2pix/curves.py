@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pix2pix.files import atomic_path
+from pix2pix.losses import LOSS_NAMES
 
 PANELS = (
-    ("losses", ("G_GAN", "G_L1", "D_real", "D_fake")),
+    ("losses", LOSS_NAMES),
     ("val L1 / SSIM", ("val_L1", "val_SSIM")),
     ("val PSNR (dB)", ("val_PSNR",)),
     ("val FID", ("val_FID",)),

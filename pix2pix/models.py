@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from pix2pix.config import valid_image_size
+
 
 def norm_layer(kind: str):
     """batch: BatchNorm with affine params; instance: no affine, no running stats (reference)."""
@@ -62,9 +64,9 @@ class UnetGenerator(nn.Module):
 
     def __init__(self, in_channels=3, out_channels=3, image_size=256, ngf=64, norm="batch", dropout=True):
         super().__init__()
-        num_downs = int(math.log2(image_size))
-        if 2**num_downs != image_size or num_downs < 5:
+        if not valid_image_size(image_size):
             raise ValueError(f"image_size must be a power of two >= 32, got {image_size}")
+        num_downs = int(math.log2(image_size))
         norm = norm_layer(norm)
         block = SkipBlock(ngf * 8, ngf * 8, norm=norm, innermost=True)
         for _ in range(num_downs - 5):
@@ -114,27 +116,16 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     return net
 
 
+# The model.* params that shape G, as UnetGenerator's keyword arguments: saved with every generator
+# file (generator_file.py), so that a new one is one edit here (and in params.yaml).
+GENERATOR_OPTIONS = ("ngf", "norm", "dropout")
+
+
 def build_generator(cfg) -> UnetGenerator:
-    m = cfg.model
-    return init_weights(UnetGenerator(3, 3, cfg.image_size, m.ngf, m.norm, m.dropout))
+    options = {k: getattr(cfg.model, k) for k in GENERATOR_OPTIONS}
+    return init_weights(UnetGenerator(3, 3, cfg.image_size, **options))
 
 
 def build_discriminator(cfg) -> PatchDiscriminator:
     m = cfg.model
     return init_weights(PatchDiscriminator(6, m.ndf, m.d_layers, m.norm))
-
-
-def load_generator(path, device="cpu") -> tuple[UnetGenerator, dict]:
-    """Rebuild the generator saved by training (models/generator.pt); returns (G, bundle)."""
-    from pix2pix.errors import Pix2PixError
-
-    try:
-        bundle = torch.load(path, map_location=device, weights_only=True)
-        m = bundle["model"]
-        G = UnetGenerator(3, 3, bundle["image_size"], m["ngf"], m["norm"], m["dropout"])
-        G.load_state_dict(bundle["generator"])
-    except FileNotFoundError:
-        raise Pix2PixError(f"{path}: no such generator; run the train stage first") from None
-    except Exception as err:  # unpickling refused, truncated file, wrong keys: all the same to a user
-        raise Pix2PixError(f"{path}: not a generator saved by pix2pix train ({type(err).__name__}: {err})") from None
-    return G.to(device), bundle

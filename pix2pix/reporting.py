@@ -2,7 +2,8 @@
 FID), the best epoch, the comparison grid, metrics rows and MLflow; the checkpoint and the curves
 every train.checkpoint_every epochs; the final and best generators at the end.
 
-Only the main process (rank 0) reports, so a run on N processes writes the same files as a run on one.
+Only the main process (rank 0) reports, so a run on N processes writes the same files as a run on
+one; the others get a Silent reporter.
 """
 
 from __future__ import annotations
@@ -13,27 +14,14 @@ from pathlib import Path
 
 import torch
 
-from pix2pix import checkpoints
+from pix2pix import checkpoints, generator_file
 from pix2pix.config import Config
 from pix2pix.curves import save_curves
-from pix2pix.data.device_data import split_pair, to_unit
-from pix2pix.data.sources import direction_of
-from pix2pix.evaluation import generate, image_metrics, save_grid
-from pix2pix.fid import FidScorer
-from pix2pix.files import atomic_path, cache_dir
+from pix2pix.evaluation import fid_scorer, save_grid, score
+from pix2pix.files import atomic_path
 from pix2pix.tracking import EpochLog, MlflowRun, run_environment
 
 log = logging.getLogger(__name__)
-
-
-def generator_bundle(model, epoch: int) -> dict:
-    """What inference needs: weights and the few params that shape the network."""
-    cfg = model.cfg
-    return {
-        "generator": model.G.state_dict(), "epoch": epoch,
-        "image_size": cfg.image_size, "direction": direction_of(cfg), "dataset": cfg.dataset,
-        "model": {"ngf": cfg.model.ngf, "norm": cfg.model.norm, "dropout": cfg.model.dropout},
-    }
 
 
 def better(row: dict, best: dict | None) -> bool:
@@ -51,7 +39,7 @@ class Reporter:
         if not state:
             shutil.rmtree(self.grids, ignore_errors=True)  # a persisted output: stale grids of an older run go
         device = val_data.device
-        self.scorer = FidScorer(split_pair(to_unit(val_data))[1], cfg.eval.fid_extractor, device, cache_dir("fid"))
+        self.scorer = fid_scorer(val_data, cfg.eval.fid_extractor, device)
         environment = run_environment(device)
         self.run = MlflowRun(cfg, {"fid_extractor": self.scorer.name, "dataset_hash": dataset_hash, **environment},
                              run_id=state["mlflow_run_id"] if state else None)
@@ -62,37 +50,55 @@ class Reporter:
 
     def epoch(self, model, row: dict) -> None:
         """Validate the epoch's generator, keep it if best, write the grid and log the row."""
-        cfg, n = self.cfg, self.cfg.eval.grid_samples
-        inputs, outputs, targets = generate(model.generator(), self.val_data, cfg.eval.generator_mode)
-        row.update({f"val_{k}": v for k, v in image_metrics(outputs, targets).items()})
-        if (val_fid := self.scorer(outputs)) is not None:
-            row.update(val_FID=val_fid, fid_extractor=self.scorer.name)
+        metrics, images = score(model.generator(), self.val_data, self.cfg.eval.generator_mode, self.scorer, "val")
+        row.update(metrics)
         if better(row, self.best):
             self.best = row
-            checkpoints.save(generator_bundle(model, epoch=row["epoch"]), self.best_path)
+            generator_file.save(model.G, self.cfg, row["epoch"], self.best_path)
         grid_path = self.grids / f"epoch_{row['epoch']:03d}.png"
-        save_grid(inputs[:n], outputs[:n], targets[:n], grid_path, f"epoch {row['epoch']}/{cfg.epochs}  val")
+        save_grid(images, self.cfg.eval.grid_samples, grid_path, f"epoch {row['epoch']}/{self.cfg.epochs}  val")
         self.log.add(row, best_epoch=self.best["epoch"])
         self.run.log_metrics(row, step=row["epoch"])
         self.run.log_artifact(grid_path, "grids")
         self.last_row = row
         log.info("epoch %d: %s", row["epoch"], ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
 
-    def checkpoint(self, model, rngs: list[dict]) -> None:
-        """checkpoint_dir/last.pt (with every process's RNG states) and the curves image."""
-        checkpoints.save_last({**model.state_dict(), "rng": rngs, "rows": self.log.rows, "best": self.best,
-                               "dataset_hash": self.dataset_hash, "mlflow_run_id": self.run.run_id},
-                              self.checkpoint_dir)
+    def log_step_losses(self, losses: dict, step: int) -> None:
+        self.run.log_step_losses(losses, step)
+
+    def state(self) -> dict:
+        """The reporting part of a checkpoint: what a resumed run continues."""
+        return {"rows": self.log.rows, "best": self.best, "dataset_hash": self.dataset_hash,
+                "mlflow_run_id": self.run.run_id}
+
+    def checkpoint(self, state: dict) -> None:
+        """checkpoint_dir/last.pt and the curves image."""
+        checkpoints.save_last(state, self.checkpoint_dir)
         save_curves(self.log.rows, self.curves, f"{self.cfg.dataset}, lambda_l1={self.cfg.lambda_l1:g}")
         self.run.log_artifact(self.curves)
 
     def finish(self, model, model_path, best_model_path) -> None:
-        checkpoints.save(generator_bundle(model, epoch=model.epoch), model_path)
+        """The final generator (also to MLflow, as the same file: runs:/<id>/model) and the best one."""
+        generator_file.save(model.G, self.cfg, model.epoch, model_path)
         if best_model_path:
             with atomic_path(best_model_path) as tmp:
                 shutil.copyfile(self.best_path, tmp)
-        self.run.log_generator(model.generator())
+        self.run.log_artifact(model_path, "model")
 
     def close(self) -> None:
         self.scorer.close()
         self.run.end()
+
+
+class Silent:
+    """The reporter of the processes that do not report (all but the main one)."""
+
+    def __init__(self):
+        self.last_row: dict = {}
+
+    def log_step_losses(self, losses: dict, step: int) -> None: ...
+    def epoch(self, model, row: dict) -> None: ...
+    def state(self) -> dict: return {}
+    def checkpoint(self, state: dict) -> None: ...
+    def finish(self, model, model_path, best_model_path) -> None: ...
+    def close(self) -> None: ...

@@ -1,7 +1,7 @@
-"""Where results go: DVC metrics/plots files, and an MLflow run (imported lazily).
+"""Where results go: DVC metrics/plots files, and an MLflow run.
 
-The training core stays importable with torch + kornia alone; mlflow is imported only when a run
-is actually tracked.
+mlflow is imported only when a run is tracked: it takes seconds to import, and `mlflow.enabled:
+false` runs without it.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from pix2pix.config import Config, flatten
+from pix2pix.distributed import device_name
 from pix2pix.errors import Pix2PixError
 from pix2pix.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
+DEFAULT_STORE = "sqlite:///mlflow.db"  # params.yaml's mlflow.tracking_uri (tests/test_tracking.py checks they agree)
 
 
 class EpochLog:
@@ -64,10 +67,7 @@ def git_tags() -> dict:
 def run_environment(device) -> dict:
     """What a run's numbers also depend on (README: Reproducibility): the device, the torch build
     and the CPU threads torch uses. Recorded in metrics/train.json and as MLflow tags."""
-    import torch
-
-    name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
-    return {"device": name, "torch_version": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    return {"device": device_name(device), "torch_version": torch.__version__, "cpu_threads": torch.get_num_threads()}
 
 
 def tracking_uri(cfg: Config | None) -> str:
@@ -78,7 +78,7 @@ def tracking_uri(cfg: Config | None) -> str:
     run in temporary copies of the repo that are deleted afterwards, with their own store inside,
     and DVC points DVC_ROOT at the workspace they came from. Elsewhere it is the current folder.
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.mlflow.tracking_uri if cfg else "sqlite:///mlflow.db")
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.mlflow.tracking_uri if cfg else DEFAULT_STORE)
     root = Path(os.environ.get("DVC_ROOT") or ".").resolve()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # sqlite:////abs is absolute
         return "sqlite:///" + str(root / uri.removeprefix("sqlite:///"))
@@ -189,19 +189,6 @@ class MlflowRun:
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._safe(f"artifact {path}", lambda: self.mlflow.log_artifact(str(path), artifact_path=folder))
-
-    def log_generator(self, G) -> None:
-        """The final generator as an MLflow model: mlflow.pytorch.load_model("runs:/<id>/model")."""
-        def log_model():
-            import copy
-
-            import mlflow.pytorch
-
-            # a CPU copy loads anywhere; loading needs the pix2pix package importable
-            mlflow.pytorch.log_model(copy.deepcopy(G).cpu(), name="model", pip_requirements=["torch"],
-                                     serialization_format="pickle")
-
-        self._safe("the generator model", log_model)
 
     def end(self) -> None:
         self._safe("the run's end", lambda: self.mlflow.end_run())

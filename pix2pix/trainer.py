@@ -19,18 +19,17 @@ from tqdm import tqdm
 from pix2pix import checkpoints
 from pix2pix.config import Config, decay_epochs, flatten
 from pix2pix.data.augment import PairJitter
-from pix2pix.data.sources import direction_of
 from pix2pix.data.device_data import batches, load_split, pixels_hash, place, split_pair
+from pix2pix.data.sources import direction_of
 from pix2pix.distributed import World, epoch_order, from_main, gather, join, leave, max_, sum_, wrap
 from pix2pix.errors import Pix2PixError
 from pix2pix.graphs import GraphedStep
-from pix2pix.losses import GANLoss, discriminator_loss, generator_loss
+from pix2pix.losses import LOSS_NAMES, GANLoss, discriminator_loss, generator_loss
 from pix2pix.models import build_discriminator, build_generator
-from pix2pix.reporting import Reporter
+from pix2pix.reporting import Reporter, Silent
 from pix2pix.tracking import check_tracking_store
 
 log = logging.getLogger(__name__)
-LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
 
 
 def linear_decay(epochs: int, decay_epochs: int):
@@ -46,20 +45,62 @@ def linear_decay(epochs: int, decay_epochs: int):
     return lambda e: 1.0 - max(0, e + 1 - constant) / float(decay_epochs + 1)
 
 
+class SkipGuard:
+    """Skips every update of a step whose loss is NaN or infinite, without a host sync, and stops
+    the run after too many such steps in a row.
+
+    The fused Adam kernels skip their update when the optimiser's `found_inf` is 1; `flag` sets it
+    on the device from the loss, maxed over the processes (their gradients were averaged, so a bad
+    loss in one spoils all). The counters stay on the device and are read with the losses.
+    """
+
+    def __init__(self, optimisers, world: World, device: torch.device, limit: int):
+        self.optimisers, self.world, self.limit = optimisers, world, limit
+        for opt in optimisers:
+            opt.found_inf = torch.zeros((), device=device)
+        # skipped steps in total; the current run of consecutive skipped steps; the longest run so
+        # far (never reset: train.max_nonfinite_steps bounds every run of the training)
+        self.counts = torch.zeros(3, device=device)
+
+    def flag(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """Before opt.step(): mark its update to be skipped if `loss` is not finite."""
+        max_(opt.found_inf.copy_(~torch.isfinite(loss)), self.world)
+
+    def count(self) -> None:
+        """After the step's last flag: a step is skipped when either update was."""
+        bad = torch.stack([opt.found_inf for opt in self.optimisers]).amax()
+        total, run, longest = self.counts.unbind()
+        total.add_(bad)
+        run.add_(bad).mul_(bad)  # a good step resets the run
+        torch.maximum(longest, run, out=longest)
+
+    @property
+    def taken(self) -> torch.Tensor:
+        """On the device: whether the last step was taken."""
+        return self.counts[1] == 0
+
+    def check(self, steps: int) -> int:
+        """Host read; stops the run past the limit of skipped steps in a row. Returns the total skipped."""
+        total, _, longest = self.counts.tolist()
+        if longest > self.limit:
+            raise Pix2PixError(f"training stopped at step {steps}: {int(longest)} steps in a row had a NaN or "
+                               f"infinite loss (train.max_nonfinite_steps is {self.limit}); lower optim.lr or check "
+                               "the data. The last good checkpoint is kept; fix and re-run to resume from it")
+        return int(total)
+
+
 class Pix2Pix:
     """Generator, discriminator, their optimisers and schedules: everything a checkpoint holds.
 
-    fast=False gives the classic setup (fp32, NCHW, per-tensor Adam) for the benchmark's reference.
     With several processes (`world`), G and D train under DDP with synchronised batch norm.
     """
 
-    def __init__(self, cfg: Config, device: torch.device, fast: bool = True, world: World = World()):
+    def __init__(self, cfg: Config, device: torch.device, world: World = World()):
         self.cfg, self.device, self.world = cfg, device, world
-        self.layout = torch.channels_last if fast else torch.contiguous_format
         G, D = build_generator(cfg), build_discriminator(cfg)
         if world.size > 1 and cfg.model.norm == "batch":  # statistics of the global batch, as one process would
             G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
-        self.G, self.D = G.to(device, memory_format=self.layout), D.to(device, memory_format=self.layout)
+        self.G, self.D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
         self._plain_G: nn.Module | None = None
         self.gan = GANLoss(cfg.optim.gan_mode)
         # torch.compile: the forward/backward of G and D become fused kernels after a warm-up of the
@@ -69,23 +110,17 @@ class Pix2Pix:
         self.d_fwd = compiled(wrap(self.D, world, device))
         # G's step runs D frozen: outside DDP, which would wait for gradients D does not get there
         self.d_judge = self.d_fwd if world.size == 1 else compiled(self.D)
-        cuda = fast and device.type == "cuda"
+        cuda = device.type == "cuda"
         self.graphs = cuda and cfg.train.cuda_graphs and world.size == 1  # DDP's gradient hooks stay eager
         self.graphed: GraphedStep | None = None  # captured on the first full batch
         o = cfg.optim
 
         def adam(params):  # a captured step reads lr from a device tensor the schedule fills
             lr = torch.tensor(o.lr, device=device) if self.graphs else o.lr
-            return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), fused=fast, capturable=self.graphs)
+            return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), fused=True, capturable=self.graphs)
 
         self.opt_g, self.opt_d = adam(self.G.parameters()), adam(self.D.parameters())
-        # Non-finite losses: the fused Adam kernels skip their update when `found_inf` is 1, decided
-        # on the device (no host sync); counts of skipped steps are read with the losses.
-        self.guard = fast
-        if fast:
-            self.opt_d.found_inf = torch.zeros((), device=device)
-            self.opt_g.found_inf = torch.zeros((), device=device)
-        self.nonfinite = torch.zeros(3, device=device)  # total, current run, longest run since read
+        self.guard = SkipGuard([self.opt_d, self.opt_g], world, device, cfg.train.max_nonfinite_steps)
         rule = linear_decay(cfg.epochs, decay_epochs(cfg))
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
@@ -116,8 +151,7 @@ class Pix2Pix:
             fake_logits = self.d_fwd(torch.cat([real_a, fake_b.detach()], 1))
             loss_d, d_real, d_fake = discriminator_loss(self.gan, real_logits.float(), fake_logits.float())
         loss_d.backward()
-        if self.guard:  # a bad loss in any process skips the step in all: their gradients were averaged
-            max_(self.opt_d.found_inf.copy_(~torch.isfinite(loss_d)), self.world)
+        self.guard.flag(self.opt_d, loss_d)
         self.opt_d.step()
         with self.autocast:
             # G: fool D, stay close to the target
@@ -126,31 +160,10 @@ class Pix2Pix:
             logits = self.d_judge(torch.cat([real_a, fake_b], 1))
             loss_g, g_gan, g_l1 = generator_loss(self.gan, logits.float(), fake_b.float(), real_b, self.cfg.lambda_l1)
         loss_g.backward()
-        if self.guard:
-            max_(self.opt_g.found_inf.copy_(~torch.isfinite(loss_g)), self.world)
-            bad = torch.maximum(self.opt_d.found_inf, self.opt_g.found_inf)
-            total, run, longest = self.nonfinite.unbind()
-            total.add_(bad)
-            run.add_(bad).mul_(bad)  # consecutive bad steps; a good step resets it
-            torch.maximum(longest, run, out=longest)
+        self.guard.flag(self.opt_g, loss_g)
+        self.guard.count()
         self.opt_g.step()
         return torch.stack([g_gan, g_l1, d_real, d_fake]).detach()
-
-    def check_finite(self) -> int:
-        """Host read of the skipped-step counters; stops the run past train.max_nonfinite_steps in a row.
-        Returns the total number of skipped steps so far."""
-        total, _, longest = self.nonfinite.tolist()
-        limit = self.cfg.train.max_nonfinite_steps
-        if longest > limit:
-            raise Pix2PixError(f"training stopped at step {self.steps}: {int(longest)} steps in a row had a NaN or "
-                               f"infinite loss (train.max_nonfinite_steps is {limit}); lower optim.lr or check the "
-                               "data. The last good checkpoint is kept; fix and re-run to resume from it")
-        return int(total)
-
-    @property
-    def step_was_finite(self) -> torch.Tensor:
-        """On the device: whether the last step was taken (not skipped for a non-finite loss)."""
-        return self.nonfinite[1] == 0
 
     def generator(self) -> nn.Module:
         """G for generating outside the training step. Under SyncBatchNorm that is a plain twin with
@@ -158,7 +171,7 @@ class Pix2Pix:
         if not any(isinstance(m, nn.SyncBatchNorm) for m in self.G.modules()):
             return self.G
         if self._plain_G is None:
-            self._plain_G = build_generator(self.cfg).to(self.device, memory_format=self.layout)
+            self._plain_G = build_generator(self.cfg).to(self.device, memory_format=torch.channels_last)
         self._plain_G.load_state_dict(self.G.state_dict())
         return self._plain_G
 
@@ -176,7 +189,7 @@ class Pix2Pix:
             "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
-            "epoch": self.epoch, "steps": self.steps, "nonfinite": self.nonfinite, "params": flatten(self.cfg),
+            "epoch": self.epoch, "steps": self.steps, "nonfinite": self.guard.counts, "params": flatten(self.cfg),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -185,7 +198,7 @@ class Pix2Pix:
         for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
             getattr(self, name).load_state_dict(state[name])
         self.epoch, self.steps = state["epoch"], state["steps"]
-        self.nonfinite.copy_(state["nonfinite"])
+        self.guard.counts.copy_(state["nonfinite"])
 
 
 def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_path: str | Path,
@@ -218,7 +231,7 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, metrics_di
     if world.main:
         check_tracking_store(cfg)  # an unreachable MLflow server fails here, before any work
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    direction = direction_of(cfg)
+    direction = direction_of(cfg.dataset, cfg.direction)
     train_data = load_split(tiles_dir, "train", direction)
     val_data = load_split(tiles_dir, "val", direction) if world.main else None
     dataset_hash = pixels_hash(train_data, val_data) if world.main else ""
@@ -228,42 +241,30 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, metrics_di
              device, world.rank + 1, world.size)
 
     model = Pix2Pix(cfg, device, world=world)
-    state = None
-    if world.main:  # read on the main process, sent to the others (their machines may not have the file)
-        state = checkpoints.for_resume(cfg, checkpoint_dir, dataset_hash, device if world.size == 1 else "cpu")
-    state = from_main(state, world)
+    # read on the main process, sent to the others (their machines may not have the file)
+    state = from_main(checkpoints.for_resume(cfg, checkpoint_dir, dataset_hash, device if world.size == 1 else "cpu")
+                      if world.main else None, world)
     if state:
         model.load_state_dict(state)
-        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
-        if world.rank < len(rngs):
-            checkpoints.set_rng_states(rngs[world.rank])
-        else:  # more processes than the checkpoint was made with: a new stream for this one
-            torch.manual_seed(cfg.seed + world.rank + 1000 * model.epoch)
-    elif world.rank:
-        torch.manual_seed(cfg.seed + world.rank)  # its own jitter and dropout draws
+    checkpoints.seed_process(state, world.rank, cfg.seed)
     jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
-    reporter = Reporter(cfg, val_data.to(device), metrics_dir, checkpoint_dir, dataset_hash, state) if world.main else None
-    row = reporter.last_row if reporter else {}
+    reporter = Reporter(cfg, val_data.to(device), metrics_dir, checkpoint_dir, dataset_hash, state) if world.main else Silent()
+    row = reporter.last_row
     try:
         for epoch in range(model.epoch, cfg.epochs):
-            on_log = reporter.run.log_step_losses if reporter else None
-            row = {"epoch": epoch + 1, "lr": model.lr, **train_epoch(model, jitter, train_data, cfg, on_log)}
+            row = {"epoch": epoch + 1, "lr": model.lr, **train_epoch(model, jitter, train_data, cfg, reporter.log_step_losses)}
             model.end_epoch()
-            if reporter:
-                reporter.epoch(model, row)
+            reporter.epoch(model, row)
             if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
                 rngs = gather(checkpoints.rng_states(), world)  # every process's, to resume each exactly
-                if reporter:
-                    reporter.checkpoint(model, rngs)
-        if reporter:
-            reporter.finish(model, model_path, best_model_path)
+                reporter.checkpoint({**model.state_dict(), "rng": rngs, **reporter.state()})
+        reporter.finish(model, model_path, best_model_path)
     finally:
-        if reporter:
-            reporter.close()
+        reporter.close()
     return row
 
 
-def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Config, on_log=None) -> dict:
+def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Config, on_log=lambda losses, step: None) -> dict:
     """One pass over this process's shard of `data` in a fresh random order; returns mean losses
     (over all processes) and images/s.
 
@@ -279,7 +280,7 @@ def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Con
     sums = torch.zeros(len(LOSS_NAMES), device=device)
     counted = torch.zeros((), device=device)  # images of the steps taken (not skipped as non-finite)
     read, read_n, seen = torch.zeros(len(LOSS_NAMES)), 0, 0  # sums and images at the previous read; images so far
-    skipped_before = model.check_finite()
+    skipped_before = model.guard.check(model.steps)
     start = time.perf_counter()
     model.G.train()
     model.D.train()
@@ -289,20 +290,19 @@ def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Con
             batch = jitter(batch)
             real_a, real_b = split_pair(batch.contiguous(memory_format=torch.channels_last))
             losses = model.step(real_a, real_b)
-            taken = model.step_was_finite
+            taken = model.guard.taken
             sums += torch.where(taken, losses, 0) * len(batch)
             counted += taken * len(batch)
             seen += len(batch) * world.size  # every process takes a batch of the same size
             bar.update(len(batch) * world.size)
             if step % cfg.train.log_every == 0:  # the only host sync in the loop
-                model.check_finite()
+                model.guard.check(model.steps)
                 now = sum_(sums.clone(), world).cpu()  # a clone: on CPU .cpu() would alias sums
                 bar.set_postfix({k: f"{v:.3f}" for k, v in zip(LOSS_NAMES, (now / seen).tolist())})
-                if on_log:
-                    on_log(dict(zip(LOSS_NAMES, ((now - read) / (seen - read_n)).tolist())), model.steps)
+                on_log(dict(zip(LOSS_NAMES, ((now - read) / (seen - read_n)).tolist())), model.steps)
                 read, read_n = now, seen
     seconds = time.perf_counter() - start
-    skipped = model.check_finite() - skipped_before
+    skipped = model.guard.check(model.steps) - skipped_before
     sum_(sums, world)
     sum_(counted, world)
     means = (sums / counted.clamp(min=1)).tolist()  # over the steps that were not skipped

@@ -16,53 +16,47 @@ from PIL import Image
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from pix2pix.data.device_data import to_uint8
+from pix2pix import generator_file
+from pix2pix.data.device_data import to_uint8, to_unit
 from pix2pix.data.masks import PALETTE, colorize
-from pix2pix.data.pairs import read_rgb
+from pix2pix.data.pairs import IMAGE_EXTS, read_rgb
+from pix2pix.data.sources import DATASETS
 from pix2pix.errors import Pix2PixError
 from pix2pix.evaluation import generation_mode
-from pix2pix.models import UnetGenerator, load_generator
+from pix2pix.tracking import tracking_uri
 
 MAX_WHOLE = 4  # sides up to 4 x image_size run in one pass; larger images are tiled
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def load_model(source: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """(G, {"image_size", "dataset"}) from models/generator*.pt, a training checkpoint
-    (checkpoints/last.pt or best.pt) or an MLflow model URI (runs:/<run id>/model)."""
-    if source.startswith("runs:/"):
-        import mlflow
-        import mlflow.pytorch
-
-        try:
-            G = mlflow.pytorch.load_model(source, map_location=device)
-            params = mlflow.MlflowClient().get_run(source.split("/")[1]).data.params
-        except Exception as err:
-            raise Pix2PixError(f"{source}: cannot load the MLflow model ({type(err).__name__}: {err}); "
-                               "check the run id and MLFLOW_TRACKING_URI") from None
-        return G.to(device), {"image_size": int(params["image_size"]), "dataset": params["dataset"]}
-    path = Path(source)
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise Pix2PixError(f"{path}: no such file; give models/generator.pt, a checkpoint or runs:/<id>/model") from None
-    except Exception as err:
-        raise Pix2PixError(f"{path}: not a pix2pix model ({type(err).__name__}); give models/generator.pt, "
-                           "a checkpoint or runs:/<id>/model") from None
-    if isinstance(state, dict) and "params" in state and "generator" in state:  # a training checkpoint
-        p = state["params"]
-        G = UnetGenerator(3, 3, p["image_size"], p["model.ngf"], p["model.norm"], p["model.dropout"])
-        G.load_state_dict(state["generator"])
-        return G.to(device), {"image_size": p["image_size"], "dataset": p["dataset"]}
-    G, bundle = load_generator(path, device)
+    (checkpoints/last.pt or best.pt) or an MLflow run's copy of the generator file (runs:/<id>/model)."""
+    G, bundle = generator_file.load(source if not source.startswith("runs:/") else run_file(source), device)
     return G, {"image_size": bundle["image_size"], "dataset": bundle["dataset"]}
+
+
+def run_file(source: str) -> Path:
+    """The generator file an MLflow run holds under `model/`, fetched to a local folder."""
+    import mlflow  # slow to import: only for runs:/ sources
+
+    mlflow.set_tracking_uri(tracking_uri(None))  # the project's store, as `pix2pix ui` shows it
+
+    try:
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=source)
+    except Exception as err:
+        raise Pix2PixError(f"{source}: cannot fetch the run's model ({type(err).__name__}: {str(err)[:200]}); "
+                           "check the run id and MLFLOW_TRACKING_URI") from None
+    saved = sorted(Path(folder).glob("*.pt"))  # the run's models/generator.pt (reporting.Reporter.finish)
+    if not saved:
+        raise Pix2PixError(f"{source}: the run holds no generator file; give another run or a file")
+    return saved[0]
 
 
 def read_input(path: Path, dataset: str) -> np.ndarray:
     """(H, W, 3) uint8 input. For cars a class-id mask (grey, ids 0-4) becomes the colour mask the
     model was trained on; a colour mask passes as it is."""
     rgb = read_rgb(path)
-    if dataset in ("cars", "synthetic"):
+    if DATASETS[dataset].layout == "masks":
         grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
         if grey and rgb.max() < len(PALETTE):
             return colorize(rgb[..., 0], str(path))
@@ -105,7 +99,7 @@ def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size:
 
 def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, batch_size: int,
                     device: torch.device) -> np.ndarray:
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device).float().div(127.5).sub(1)
+    x = to_unit(torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device))
     h, w = x.shape[-2:]
     if max(h, w) <= MAX_WHOLE * size:
         y = run(G, pad_to_multiple(x, size), mode, batch_size)
@@ -118,13 +112,13 @@ def input_files(inputs: list[Path]) -> list[Path]:
     found = []
     for item in inputs:
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
         elif item.is_file():
             found.append(item)
         else:
             raise Pix2PixError(f"{item}: no such file or folder")
     if not found:
-        raise Pix2PixError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}")
+        raise Pix2PixError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {', '.join(map(str, inputs))}")
     return found
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from conftest import ROOT, tiny_overrides
@@ -48,6 +51,9 @@ def tiles(tmp_path_factory):  # 6 train pairs: 3 steps per epoch at global batch
     return folder / "tiles"
 
 
+TRAIN_ARGS = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["cmd"])[3:]
+
+
 def train_stage(folder, tiles, nproc: int, env_extra: dict | None = None, check=True, **extra):
     """Run the train stage's script in `folder` (params.yaml + data/tiles) as `dvc repro` would; the
     repo root on PYTHONPATH lets torchrun's `-m stages.train` find it from `folder`."""
@@ -58,7 +64,7 @@ def train_stage(folder, tiles, nproc: int, env_extra: dict | None = None, check=
     write_params(folder, overrides(nproc, **extra))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", **(env_extra or {})}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), (env_extra or {}).get("PYTHONPATH")) if p)
-    result = subprocess.run([sys.executable, str(ROOT / "stages/train.py")], cwd=folder, env=env,
+    result = subprocess.run([sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS], cwd=folder, env=env,
                             capture_output=True, text=True, timeout=600)  # a hang fails here, not forever
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -203,11 +209,12 @@ def test_each_machine_gets_its_torchrun_line_and_machine_0_holds_rank_0(tmp_path
     from pix2pix.cli import app
 
     write_params(tmp_path, overrides(4, batch_size=8, **{"train.nnodes": 2, "train.rdzv_endpoint": "10.0.0.1:29500"}))
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)
     lines = [CliRunner().invoke(app, ["torchrun", "--node-rank", str(k), "--params", str(tmp_path / "params.yaml")])
              for k in (0, 1, 2)]
     assert lines[0].exit_code == 0 and lines[0].output.split()[1:] == [
         "-m", "torch.distributed.run", "--nproc-per-node=4", "--nnodes=2", "--node-rank=0",
-        "--master-addr=10.0.0.1", "--master-port=29500", "-m", "stages.train"]
+        "--master-addr=10.0.0.1", "--master-port=29500", "-m", "stages.train", *TRAIN_ARGS]
     assert "--node-rank=1" in lines[1].output
     assert lines[2].exit_code == 1 and "--node-rank 2: must be in [0, train.nnodes=2)" in lines[2].output
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pix2pix.data.device_data import pick_device
+from pix2pix.distributed import pick_device
 from pix2pix.losses import GANLoss, discriminator_loss, generator_loss
 from pix2pix.trainer import Pix2Pix
 

@@ -94,26 +94,38 @@ def test_dvc_and_mlflow_records_join_both_ways(two_runs):
     assert {"curves.png", "grids/epoch_001.png", "grids/epoch_002.png"} <= artifacts
 
 
-def test_the_final_generator_is_an_mlflow_model(two_runs):
-    import mlflow.pytorch
+def test_the_final_generator_is_in_its_mlflow_run_as_weights_that_run_no_code(two_runs, tmp_path):
+    import pickle
 
-    from pix2pix.models import load_generator
+    import mlflow
+
+    from pix2pix import generator_file
+    from pix2pix.errors import Pix2PixError
+    from pix2pix.translate import load_model
 
     path, env = two_runs
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     run_id = json.loads((path / "metrics/train.json").read_text())["mlflow_run_id"]
-    logged = mlflow.pytorch.load_model(f"runs:/{run_id}/model").eval()
-    G, _ = load_generator(path / "models/generator.pt")
-    x = torch.rand(1, 3, 64, 64) * 2 - 1
-    with torch.no_grad():  # same weights; the logged copy keeps channels_last, hence float-level noise
-        torch.testing.assert_close(logged(x), G.eval()(x), rtol=0, atol=1e-6)
-    # and `pix2pix translate runs:/<id>/model` reads it, with the run's image size and dataset
-    from pix2pix.translate import load_model
-
+    logged = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{run_id}/model")) / "generator.pt"
+    assert logged.read_bytes() == (path / "models/generator.pt").read_bytes()  # the same file, no pickled code
+    # `pix2pix translate runs:/<id>/model` reads it, with the run's image size and dataset
     via_uri, info = load_model(f"runs:/{run_id}/model", torch.device("cpu"))
+    G, _ = generator_file.load(path / "models/generator.pt")
     assert info == {"image_size": 64, "dataset": "synthetic"}
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(via_uri.eval()(x), G(x), rtol=0, atol=1e-6)
+        assert torch.equal(via_uri.eval()(x), G.eval()(x))
+
+    class RunsCode:  # a generator file in a run's artifacts that would run code when unpickled
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"generator": RunsCode()}, tmp_path / "generator.pt", pickle_module=pickle)
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(tmp_path / "generator.pt"), artifact_path="model")
+    with pytest.raises(Pix2PixError, match="generator.pt: not a generator saved by pix2pix train"):
+        load_model(f"runs:/{run.info.run_id}/model", torch.device("cpu"))
+    assert not (tmp_path / "pwned").exists()
 
 
 @needs_shared
@@ -145,7 +157,7 @@ def test_repro_on_archives_laid_out_like_cityscapes_and_ade20k(tmp_path, dataset
 
 def test_a_failing_stage_exits_non_zero_with_one_line_and_no_output(tmp_path):
     make_project(tmp_path, tiny_overrides(dataset="cityscapes"))  # no archives supplied
-    result = subprocess.run([sys.executable, "stages/download.py"], cwd=tmp_path, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "stages.download", "params.yaml", "data/raw/cityscapes"], cwd=tmp_path, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: dataset 'cityscapes' has no public download")

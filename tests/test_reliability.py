@@ -15,12 +15,11 @@ import torch
 
 from conftest import ROOT, tiny_overrides
 from dvc_project import init_repo, run
-from pix2pix import checkpoints
+from pix2pix import checkpoints, generator_file
 from pix2pix.config import load_config
 from pix2pix.data.synthetic import write_dataset
 from pix2pix.data.tiles import build_tiles
 from pix2pix.errors import Pix2PixError
-from pix2pix.models import load_generator
 from pix2pix.trainer import Pix2Pix, train
 
 FAULTS = ROOT / "tests" / "faults"
@@ -46,15 +45,15 @@ def stop_at_epoch(monkeypatch, epoch):
     """Make the validation of `epoch` raise, as a crash would (the epochs before it are checkpointed)."""
     from pix2pix import reporting
 
-    calls, real = [0], reporting.generate
+    calls, real = [0], reporting.score
 
-    def generate(*args, **kwargs):
+    def score(*args, **kwargs):
         calls[0] += 1
         if calls[0] == epoch:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reporting, "generate", generate)
+    monkeypatch.setattr(reporting, "score", score)
 
 
 # -- resume ---------------------------------------------------------------------------------------
@@ -132,14 +131,14 @@ def test_a_step_with_a_nan_loss_is_skipped_and_too_many_in_a_row_stop_the_run():
     assert not torch.isfinite(model.step(nan[:, :3], nan[:, 3:])).all()
     after = [*model.G.parameters(), *model.D.parameters()]
     assert all(torch.equal(b, a) for b, a in zip(before, after))  # no update from the bad step
-    assert model.check_finite() == 1
+    assert model.guard.check(model.steps) == 1
     model.step(x[:, :3], x[:, 3:])  # a good step resets the run of bad ones
     model.step(nan[:, :3], nan[:, 3:])
     model.step(nan[:, :3], nan[:, 3:])
-    assert model.check_finite() == 3
+    assert model.guard.check(model.steps) == 3
     model.step(nan[:, :3], nan[:, 3:])
     with pytest.raises(Pix2PixError, match="3 steps in a row had a NaN or infinite loss"):
-        model.check_finite()
+        model.guard.check(model.steps)
 
 
 def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, tiles, monkeypatch):
@@ -175,7 +174,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(Pix2PixError, match="last.pt: unreadable checkpoint"):
         checkpoints.read(tmp_path / "last.pt", torch.device("cpu"))
     with pytest.raises(Pix2PixError, match="generator.pt: not a generator saved by pix2pix train"):
-        load_generator(tmp_path / "generator.pt")
+        generator_file.load(tmp_path / "generator.pt")
     assert not marker.exists()
 
 

@@ -10,7 +10,8 @@ from PIL import Image
 from pix2pix.curves import save_curves
 from pix2pix.data.augment import PairJitter
 from pix2pix.reporting import better
-from pix2pix.trainer import LOSS_NAMES, Pix2Pix, train_epoch
+from pix2pix.losses import LOSS_NAMES
+from pix2pix.trainer import Pix2Pix, train_epoch
 from pix2pix.tracking import EpochLog
 
 
@@ -77,3 +78,12 @@ def test_a_relative_store_resolves_at_dvc_root_where_dvc_sets_it(uri, expected, 
     assert tracking_uri(None) == expected.format(root=tmp_path.parent)
     store = local_store(tracking_uri(None))
     assert (store is None) == uri.startswith("http") and (store is None or store.is_absolute())
+
+
+def test_the_store_without_params_is_the_one_params_yaml_names():
+    import yaml
+
+    from conftest import ROOT
+    from pix2pix.tracking import DEFAULT_STORE
+
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["mlflow"]["tracking_uri"] == DEFAULT_STORE

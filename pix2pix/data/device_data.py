@@ -24,15 +24,6 @@ from pix2pix.errors import Pix2PixError
 log = logging.getLogger(__name__)
 
 
-def pick_device(name: str) -> torch.device:
-    """`auto`: CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise Pix2PixError(f"params.yaml: device is '{name}' but no CUDA GPU is visible; set device: auto or cpu")
-    return torch.device(name)
-
-
 def load_split(tiles_dir: str | Path, split: str, direction: str, device: torch.device | str = "cpu") -> torch.Tensor:
     tiles_dir = Path(tiles_dir)
     manifest = read_manifest(tiles_dir)

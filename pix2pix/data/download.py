@@ -41,6 +41,11 @@ MAX_EXTRACTED_BYTES = 64 * 2**30  # archive-bomb cap: far above any dataset here
 CHUNK = 1 << 20
 
 
+def mirror_folders(cfg) -> list[Path]:
+    """The mirrors to try, in order: data.mirror, then $PIX2PIX_MIRROR."""
+    return [Path(m) for m in (cfg.data.mirror, os.environ.get(MIRROR_ENV)) if m]
+
+
 def fetch(cfg, out_dir: str | Path) -> Path:
     """Materialise `cfg.dataset` under `out_dir`; return the folder."""
     source = DATASETS[cfg.dataset]
@@ -49,7 +54,7 @@ def fetch(cfg, out_dir: str | Path) -> Path:
         log.info("generating %d synthetic car pairs (seed %d)", cfg.data.synthetic_count, cfg.seed)
         synthetic.write_dataset(out_dir, cfg.data.synthetic_count, cfg.seed)
         return out_dir
-    mirrors = [Path(m) for m in (cfg.data.mirror, os.environ.get(MIRROR_ENV)) if m]
+    mirrors = mirror_folders(cfg)
     with atomic_dir(out_dir) as tmp:
         origin = next((r for m in mirrors if (r := from_mirror(source, m, tmp))), None) or from_url(source, tmp)
         log.info("%s from %s", source.name, ", ".join(f"{k} {v}" for k, v in origin.items()))

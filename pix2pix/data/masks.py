@@ -10,7 +10,6 @@ import numpy as np
 
 from pix2pix.errors import Pix2PixError
 
-CLASS_NAMES = ("background", "body", "wheels", "lights", "windows")
 PALETTE = np.array(
     [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]], dtype=np.uint8
 )
@@ -42,9 +41,3 @@ def colorize(class_ids: np.ndarray, source: str = "mask", palette: np.ndarray = 
             f"{source}: unknown class id {int(bad[0])}; masks of this dataset may only hold 0..{len(palette) - 1}"
         )
     return palette[class_ids]
-
-
-def decolorize(color: np.ndarray) -> np.ndarray:
-    """(H, W, 3) colour mask -> (H, W) class ids, by the nearest palette colour."""
-    dist = ((color[..., None, :].astype(np.int32) - PALETTE.astype(np.int32)) ** 2).sum(-1)
-    return dist.argmin(-1).astype(np.uint8)

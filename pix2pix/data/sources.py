@@ -59,6 +59,6 @@ DATASETS: dict[str, Source] = {
 }
 
 
-def direction_of(cfg) -> str:
+def direction_of(dataset: str, direction: str) -> str:
     """params `direction`, with `auto` meaning the dataset's usual direction."""
-    return DATASETS[cfg.dataset].direction if cfg.direction == "auto" else cfg.direction
+    return DATASETS[dataset].direction if direction == "auto" else direction
