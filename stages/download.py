@@ -1,4 +1,9 @@
-"""DVC stage `download`: params -> data/raw/<dataset>/ (verified, extracted)."""
+"""DVC stage `download`: params -> data/raw/<dataset>/ (verified, extracted).
+
+Usage (dvc.yaml): python -m stages.download PARAMS OUT_DIR
+"""
+
+import sys
 
 from pix2pix.config import load_config
 from pix2pix.data.download import fetch
@@ -6,10 +11,9 @@ from pix2pix.errors import exit_on_error
 
 
 @exit_on_error
-def main() -> None:
-    cfg = load_config("params.yaml")
-    fetch(cfg, f"data/raw/{cfg.dataset}")
+def main(params: str, out_dir: str) -> None:
+    fetch(load_config(params), out_dir)
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -1,4 +1,9 @@
-"""DVC stage `evaluate`: final and best generators on the test tiles -> metrics/eval.json, eval_grid{,_best}.png."""
+"""DVC stage `evaluate`: final and best generators on the test tiles -> metrics/eval.json, eval_grid{,_best}.png.
+
+Usage (dvc.yaml): python -m stages.evaluate PARAMS MODEL BEST_MODEL TILES_DIR METRICS_DIR
+"""
+
+import sys
 
 from pix2pix.config import load_config
 from pix2pix.errors import exit_on_error
@@ -6,10 +11,9 @@ from pix2pix.evaluation import evaluate
 
 
 @exit_on_error
-def main() -> None:
-    cfg = load_config("params.yaml")
-    print(evaluate(cfg, "models/generator.pt", "data/tiles", "metrics", "models/generator_best.pt"))
+def main(params: str, model: str, best_model: str, tiles_dir: str, metrics_dir: str) -> None:
+    print(evaluate(load_config(params), model, tiles_dir, metrics_dir, best_model))
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -1,4 +1,9 @@
-"""DVC stage `prepare`: data/raw/<dataset>/ -> data/tiles/{train,val,test}/*.png + manifest.csv."""
+"""DVC stage `prepare`: data/raw/<dataset>/ -> data/tiles/{train,val,test}/*.png + manifest.csv.
+
+Usage (dvc.yaml): python -m stages.prepare PARAMS RAW_DIR TILES_DIR
+"""
+
+import sys
 
 from pix2pix.config import load_config
 from pix2pix.data.tiles import build_tiles
@@ -6,11 +11,10 @@ from pix2pix.errors import exit_on_error
 
 
 @exit_on_error
-def main() -> None:
-    cfg = load_config("params.yaml")
-    manifest = build_tiles(f"data/raw/{cfg.dataset}", "data/tiles", cfg)
+def main(params: str, raw_dir: str, tiles_dir: str) -> None:
+    manifest = build_tiles(raw_dir, tiles_dir, load_config(params))
     print(manifest["split"].value_counts().to_string())
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -1,22 +1,26 @@
 """DVC stage `train`: tiles -> checkpoints/, models/generator{,_best}.pt, metrics/train*.{json,csv}, grids, curves.
 
-With train.nproc_per_node x train.nnodes > 1 it starts itself again under torchrun, once per process.
+Usage (dvc.yaml): python -m stages.train PARAMS TILES_DIR CHECKPOINT_DIR MODEL BEST_MODEL METRICS_DIR
+With train.nproc_per_node x train.nnodes > 1 it starts itself again under torchrun, once per process
+(as dvc.yaml runs it, `-m`: this checkout's code).
 """
 
-from pix2pix.config import load_config
-from pix2pix.distributed import launch, processes, under_torchrun
+import sys
+
+from pix2pix.config import load_config, processes
+from pix2pix.distributed import launch, under_torchrun
 from pix2pix.errors import exit_on_error
 from pix2pix.trainer import train
 
 
 @exit_on_error
-def main() -> None:
-    cfg = load_config("params.yaml")
+def main(params: str, tiles_dir: str, checkpoint_dir: str, model: str, best_model: str, metrics_dir: str) -> None:
+    cfg = load_config(params)
     if processes(cfg) > 1 and not under_torchrun():
-        launch(cfg, "-m", "stages.train")  # as dvc.yaml runs it: this checkout's code
+        launch(cfg, "-m", "stages.train", params, tiles_dir, checkpoint_dir, model, best_model, metrics_dir)
     else:
-        train(cfg, "data/tiles", "checkpoints", "models/generator.pt", "metrics", "models/generator_best.pt")
+        train(cfg, tiles_dir, checkpoint_dir, model, metrics_dir, best_model)
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])
