@@ -69,10 +69,22 @@ def save(obj, path: str | Path) -> None:
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(obj, f)
-    except OSError as err:
-        hint = "free disk space" if err.errno == errno.ENOSPC else "check the folder is writable"
-        raise Pix2PixError(f"{path}: could not write the checkpoint ({err.strerror or err}); {hint}. "
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, OSError):
+            reason = err.strerror or str(err)
+            hint = "free disk space" if err.errno in (errno.ENOSPC, errno.EFBIG) else "check the folder is writable"
+        elif write_failed(err):
+            reason, hint = "the write stopped short: the disk is full or the file is over a size limit", "free disk space"
+        else:
+            raise
+        raise Pix2PixError(f"{path}: could not write the checkpoint ({reason}); {hint}. "
                            "The previous checkpoint is intact; re-run to resume from it") from None
+
+
+def write_failed(err: RuntimeError) -> bool:
+    """Whether torch.save's archive writer failed to write: a full disk or a file size limit reaches
+    it as a short write, which it reports as a RuntimeError, not an OSError."""
+    return any(s in str(err) for s in ("PytorchStreamWriter", "inline_container", "unexpected pos", "file write failed"))
 
 
 def save_last(state: dict, checkpoint_dir: str | Path) -> None:

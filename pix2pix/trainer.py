@@ -46,15 +46,20 @@ def linear_decay(epochs: int, decay_epochs: int):
 
 
 class SkipGuard:
-    """Skips every update of a step whose loss is NaN or infinite, without a host sync, and stops
-    the run after too many such steps in a row.
+    """Skips a step whose loss is NaN or infinite, without a host sync, and stops the run after too
+    many such steps in a row.
 
     The fused Adam kernels skip their update when the optimiser's `found_inf` is 1; `flag` sets it
     on the device from the loss, maxed over the processes (their gradients were averaged, so a bad
-    loss in one spoils all). The counters stay on the device and are read with the losses.
+    loss in one spoils all). A bad D loss skips G's update too (G's loss was computed against the
+    same suspect pass). The forward passes have already written the step's batch statistics into
+    the batch-norm running buffers: `restore` puts all of them back. So a skipped step leaves G and
+    D as they were, except that when only G's loss is bad, D's weight update (made from a finite
+    loss before G's was known) is kept. The counters stay on the device and are read with the losses.
     """
 
     def __init__(self, optimisers, world: World, device: torch.device, limit: int):
+        """`optimisers` in the order they step."""
         self.optimisers, self.world, self.limit = optimisers, world, limit
         for opt in optimisers:
             opt.found_inf = torch.zeros((), device=device)
@@ -63,16 +68,29 @@ class SkipGuard:
         self.counts = torch.zeros(3, device=device)
 
     def flag(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        """Before opt.step(): mark its update to be skipped if `loss` is not finite."""
+        """Before opt.step(): mark its update to be skipped if `loss` is not finite or an update
+        before it in this step (the optimisers come in step order) was skipped."""
         max_(opt.found_inf.copy_(~torch.isfinite(loss)), self.world)
+        for earlier in self.optimisers[:self.optimisers.index(opt)]:
+            torch.maximum(opt.found_inf, earlier.found_inf, out=opt.found_inf)
+
+    def skipped(self) -> torch.Tensor:
+        """On the device: 1 if any update of the current step was marked to be skipped."""
+        return torch.stack([opt.found_inf for opt in self.optimisers]).amax()
 
     def count(self) -> None:
         """After the step's last flag: a step is skipped when either update was."""
-        bad = torch.stack([opt.found_inf for opt in self.optimisers]).amax()
+        bad = self.skipped()
         total, run, longest = self.counts.unbind()
         total.add_(bad)
         run.add_(bad).mul_(bad)  # a good step resets the run
         torch.maximum(longest, run, out=longest)
+
+    def restore(self, buffers: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
+        """After the step's last flag: put back the running statistics of a skipped step."""
+        bad = self.skipped().bool()
+        for buf, old in zip(buffers, saved):
+            buf.copy_(torch.where(bad, old, buf))
 
     @property
     def taken(self) -> torch.Tensor:
@@ -121,6 +139,7 @@ class Pix2Pix:
 
         self.opt_g, self.opt_d = adam(self.G.parameters()), adam(self.D.parameters())
         self.guard = SkipGuard([self.opt_d, self.opt_g], world, device, cfg.train.max_nonfinite_steps)
+        self.buffers = [*self.G.buffers(), *self.D.buffers()]  # batch-norm running statistics
         rule = linear_decay(cfg.epochs, decay_epochs(cfg))
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
@@ -142,6 +161,7 @@ class Pix2Pix:
 
     def update(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
         """The tensor work of one step, fit for CUDA graph capture (no host syncs, no Python state)."""
+        saved = [b.clone() for b in self.buffers]  # for a skipped step (SkipGuard.restore)
         with self.autocast:
             fake_b = self.g_fwd(real_a)
             # D: real pairs -> 1, fake pairs -> 0 (fake detached: no gradient into G here)
@@ -162,6 +182,7 @@ class Pix2Pix:
         loss_g.backward()
         self.guard.flag(self.opt_g, loss_g)
         self.guard.count()
+        self.guard.restore(self.buffers, saved)
         self.opt_g.step()
         return torch.stack([g_gan, g_l1, d_real, d_fake]).detach()
 

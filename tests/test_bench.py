@@ -65,7 +65,17 @@ def test_peak_table_matches_device_names():
 def test_classic_reference_crops_and_flips_both_halves_alike(tmp_path):
     half = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     Image.fromarray(np.concatenate([half, half], axis=1)).save(tmp_path / "t.png")
-    pairs = bench.ClassicPairs([tmp_path / "t.png"], 32, 36)
-    for _ in range(5):
-        a, b = pairs[0]
-        assert a.shape == (3, 32, 32) and torch.equal(a, b) and -1 <= a.min() <= a.max() <= 1
+    for direction in ("AtoB", "BtoA"):
+        pairs = bench.ClassicPairs([tmp_path / "t.png"], 32, 36, direction)
+        for _ in range(5):
+            a, b = pairs[0]
+            assert a.shape == (3, 32, 32) and torch.equal(a, b) and -1 <= a.min() <= a.max() <= 1
+
+
+def test_classic_reference_returns_the_halves_in_the_asked_direction(tmp_path):
+    left, right = (np.full((40, 40, 3), v, dtype=np.uint8) for v in (0, 255))
+    Image.fromarray(np.concatenate([left, right], axis=1)).save(tmp_path / "t.png")
+    a, b = bench.ClassicPairs([tmp_path / "t.png"], 32, 36, "AtoB")[0]
+    assert a.max() == -1 and b.min() == 1  # A is the left half
+    a, b = bench.ClassicPairs([tmp_path / "t.png"], 32, 36, "BtoA")[0]
+    assert a.min() == 1 and b.max() == -1

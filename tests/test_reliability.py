@@ -7,6 +7,7 @@ import logging
 import os
 import pickle
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -121,18 +122,30 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, tiles, 
 
 # -- numerical faults -------------------------------------------------------------------------------
 
-def test_a_step_with_a_nan_loss_is_skipped_and_too_many_in_a_row_stop_the_run():
+def model_state(model):
+    """Everything of G and D a step can change: weights and batch-norm running statistics."""
+    return {f"{name}.{k}": v.clone() for name, net in (("G", model.G), ("D", model.D))
+            for k, v in net.state_dict().items()}
+
+
+def test_a_step_with_a_nan_loss_leaves_g_and_d_as_they_were_and_too_many_in_a_row_stop_the_run():
     cfg = cfg_with(**{"train.max_nonfinite_steps": 2})
     model = Pix2Pix(cfg, torch.device("cpu"))
     x = torch.rand(2, 6, 64, 64) * 2 - 1
     model.step(x[:, :3], x[:, 3:])
-    before = [p.clone() for p in [*model.G.parameters(), *model.D.parameters()]]
+    before = model_state(model)
+    assert any(k.endswith("running_mean") for k in before)  # the buffers are part of what is compared
     nan = torch.full_like(x, float("nan"))
     assert not torch.isfinite(model.step(nan[:, :3], nan[:, 3:])).all()
-    after = [*model.G.parameters(), *model.D.parameters()]
-    assert all(torch.equal(b, a) for b, a in zip(before, after))  # no update from the bad step
+    after = model_state(model)
+    assert before.keys() == after.keys()
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []  # weights and buffers as before
+    model.G.eval()
+    assert torch.isfinite(model.G(x[:1, :3])).all()  # eval mode reads the running statistics
+    model.G.train()
     assert model.guard.check(model.steps) == 1
-    model.step(x[:, :3], x[:, 3:])  # a good step resets the run of bad ones
+    model.step(x[:, :3], x[:, 3:])  # a good step resets the run of bad ones, and does change the state
+    assert any(not torch.equal(after[k], v) for k, v in model_state(model).items())
     model.step(nan[:, :3], nan[:, 3:])
     model.step(nan[:, :3], nan[:, 3:])
     assert model.guard.check(model.steps) == 3
@@ -141,17 +154,46 @@ def test_a_step_with_a_nan_loss_is_skipped_and_too_many_in_a_row_stop_the_run():
         model.guard.check(model.steps)
 
 
-def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, tiles, monkeypatch):
+def test_a_bad_discriminator_loss_skips_the_generator_update_too():
+    model = Pix2Pix(cfg_with(), torch.device("cpu"))
+    x = torch.rand(2, 6, 64, 64) * 2 - 1
+    before = model_state(model)
+    real_d = model.d_fwd
+    model.d_fwd = lambda pair: real_d(pair) * float("inf")  # D's loss alone is not finite
+    model.step(x[:, :3], x[:, 3:])
+    after = model_state(model)
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []
+    assert model.guard.check(model.steps) == 1
+
+
+def poison_steps(monkeypatch, first, last=None):
+    """Every input of the jittered batches number first..last (1-based; last None: to the end) is NaN."""
     from pix2pix.data.augment import PairJitter
 
     real, calls = PairJitter.forward, [0]
 
-    def poisoned(self, batch):  # from the 12th batch (epoch 2) on, every input is NaN
+    def poisoned(self, batch):
         calls[0] += 1
         out = real(self, batch)
-        return out * float("nan") if calls[0] >= 12 else out
+        return out * float("nan") if first <= calls[0] <= (last or calls[0]) else out
 
     monkeypatch.setattr(PairJitter, "forward", poisoned)
+
+
+def test_a_run_with_a_few_nan_steps_finishes_with_them_counted_and_a_finite_model(tmp_path, tiles, monkeypatch):
+    poison_steps(monkeypatch, 12, 13)  # two steps of epoch 2
+    cfg = cfg_with(epochs=2, **{"train.max_nonfinite_steps": 2, "eval.generator_mode": "eval"})
+    row = train_in(tmp_path, tiles, cfg)
+    assert row["skipped_steps"] == 2
+    assert pd.read_csv(tmp_path / "metrics/train_epochs.csv")["skipped_steps"].tolist() == [0, 2]
+    assert all(pd.notna(v) for k, v in row.items() if k.startswith("val_"))  # validated in eval mode
+    G, _ = generator_file.load(tmp_path / "generator.pt")
+    G.eval()
+    assert torch.isfinite(G(torch.rand(1, 3, 64, 64) * 2 - 1)).all()
+
+
+def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, tiles, monkeypatch):
+    poison_steps(monkeypatch, 12)  # from the 12th batch (epoch 2) on, every input is NaN
     with pytest.raises(Pix2PixError, match=r"in a row had a NaN or infinite loss \(train.max_nonfinite_steps is 2\)"):
         train_in(tmp_path, tiles, cfg_with(epochs=3, **{"train.max_nonfinite_steps": 2, "train.log_every": 1}))
     state = checkpoints.read(tmp_path / "checkpoints/last.pt", torch.device("cpu"))
@@ -178,22 +220,49 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, tiles, monkeypatch):
-    real, saves = torch.save, []
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from pix2pix import reporting
+from pix2pix.errors import Pix2PixError
+from test_reliability import cfg_with, train_in
 
-    def failing(obj, path, *args, **kwargs):
-        saves.append(path)
-        if isinstance(obj, dict) and obj.get("epoch") == 2 and "rng" in obj:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(obj, path, *args, **kwargs)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails (EFBIG) instead of killing
+real = reporting.Reporter.checkpoint
 
-    monkeypatch.setattr(checkpoints.torch, "save", failing)
+def checkpoint(self, state):
+    if state["epoch"] == 2:  # from now on the kernel refuses to grow any file past 4 KiB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    real(self, state)
+
+reporting.Reporter.checkpoint = checkpoint
+try:
+    train_in(Path(sys.argv[1]), Path(sys.argv[2]), cfg_with(epochs=3))
+except Pix2PixError as err:
+    print(err)
+    sys.exit(3)
+"""
+
+
+def test_a_real_write_failure_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, tiles):
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path), str(tiles)], capture_output=True,
+                            text=True, timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"})
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("next.pt: could not write the checkpoint (the write stopped short: the disk is "
+                                          "full or the file is over a size limit); free disk space. The previous "
+                                          "checkpoint is intact; re-run to resume from it")
+    assert checkpoints.read(tmp_path / "checkpoints/last.pt", torch.device("cpu"))["epoch"] == 1
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # the half-written temp file is gone
+
+
+def test_a_full_disk_error_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoints.torch, "save", full)
     with pytest.raises(Pix2PixError, match="next.pt: could not write the checkpoint \\(No space left on device\\); "
                                            "free disk space. The previous checkpoint is intact"):
-        train_in(tmp_path, tiles, cfg_with(epochs=3))
-    monkeypatch.undo()
-    assert checkpoints.read(tmp_path / "checkpoints/last.pt", torch.device("cpu"))["epoch"] == 1
-    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+        checkpoints.save_last({"epoch": 1}, tmp_path)
 
 
 # -- tracking faults ---------------------------------------------------------------------------------
