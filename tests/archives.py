@@ -18,20 +18,36 @@ ADE_SCENES = {"ADE_train_00000001": "street", "ADE_train_00000002": "bathroom",
 ADE_OUTDOOR = {"ADE_train_00000001", "ADE_train_00000003", "ADE_train_00000004", "ADE_val_00000001"}
 
 
-def tar_bytes(files: dict) -> bytes:
+# Entries are (name, data) pairs (or a {name: data} dict); data is the bytes of a regular file, or
+# (tarfile.SYMTYPE / LNKTYPE / FIFOTYPE / CHRTYPE, link target) for a link or special file.
+
+
+def _pairs(entries):
+    return entries.items() if isinstance(entries, dict) else entries
+
+
+def tar_bytes(files) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
+        for name, data in _pairs(files):
             info = tarfile.TarInfo(name)
+            if isinstance(data, tuple):
+                (info.type, info.linkname), data = data, b""
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
 def zip_bytes(entries) -> bytes:
+    """A symlink is stored as zip stores one: its unix mode in external_attr, its target as the data."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for info, data in entries:
+        for info, data in _pairs(entries):
+            if isinstance(data, tuple):
+                kind, data = data
+                assert kind == tarfile.SYMTYPE, "zip has no hard links or special files"
+                info = zipfile.ZipInfo(info)
+                info.external_attr = 0o120777 << 16
             zf.writestr(info, data)
     return buf.getvalue()
 

@@ -15,11 +15,12 @@ def _seeded():
     torch.manual_seed(0)
 
 
-def tiny_overrides(**extra) -> dict:
-    """Dotted overrides for a seconds-long CPU run."""
+def tiny_overrides(fid: bool = False, **extra) -> dict:
+    """Dotted overrides for a seconds-long CPU run. FID is off unless asked for: the Inception
+    network on CPU takes about 25 s of a tiny pipeline's 30 (tests of FID itself turn it on)."""
     base = {
         "dataset": "synthetic", "image_size": 64, "epochs": 2, "batch_size": 2, "data.synthetic_count": 24,
-        "model.ngf": 8, "model.ndf": 8, "eval.grid_samples": 2,
+        "model.ngf": 8, "model.ndf": 8, "eval.grid_samples": 2, "eval.fid_extractor": "auto" if fid else "none",
         "train.log_every": 2,
     }
     return {**base, **extra}
@@ -41,7 +42,7 @@ def project(tmp_path_factory):
     from dvc_project import init_repo
 
     path = tmp_path_factory.mktemp("project")
-    return path, init_repo(path, tiny_overrides())
+    return path, init_repo(path, tiny_overrides(fid=True))  # the pipeline as users run it, FID on
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ def test_bench_cli_prints_and_writes_the_table(tmp_path, monkeypatch):
     assert "(a) classic" in result.output and "speedup" in result.output
 
 
+@pytest.mark.slow
 def test_bench_measures_data_parallel_scaling_on_two_processes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "bench.json"

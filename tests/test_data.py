@@ -5,7 +5,7 @@ from PIL import Image
 
 from pix2pix.data import synthetic
 from pix2pix.data.augment import PairJitter
-from pix2pix.data.device_data import batches, load_split, place
+from pix2pix.data.device_data import batches, load_split, place, resident
 from pix2pix.data.masks import PALETTE, colorize
 from pix2pix.data.pairs import discover_mask_pairs
 from pix2pix.data.tiles import build_tiles, read_manifest
@@ -154,7 +154,14 @@ def test_masks_are_resized_nearest_never_blending_colours(tmp_path, tiny_cfg):
         assert {tuple(c) for c in tile[:, :64].reshape(-1, 3)} <= {tuple(c) for c in PALETTE}
 
 
-def test_a_split_over_the_device_budget_stays_in_host_memory_and_batches_cover_it_once():
+def test_a_split_stays_on_the_gpu_only_within_the_budget():
+    data = torch.zeros(10, 6, 64, 64, dtype=torch.uint8)  # 240 KiB
+    cuda = torch.device("cuda")
+    assert resident(data, cuda, budget_gb=1) and not resident(data, cuda, budget_gb=2e-4)
+    assert resident(data, torch.device("cpu"), budget_gb=0)  # host memory is where CPU training reads
+
+
+def test_batches_of_a_resident_split_cover_it_once_in_the_epoch_order():
     data = torch.arange(10 * 6 * 4 * 4, dtype=torch.int64).reshape(10, 6, 4, 4).to(torch.uint8)
     device = torch.device("cpu")
     assert place(data, device, budget_gb=0).device.type == "cpu"

@@ -28,6 +28,8 @@ from pix2pix.data.synthetic import write_dataset
 from pix2pix.data.tiles import build_tiles
 from pix2pix.distributed import World, epoch_order
 
+pytestmark = pytest.mark.slow  # every test here drives whole pipelines or processes
+
 FAULTS = ROOT / "tests" / "faults"
 # After 3 steps the two trainings' weight changes agree to 5% (measured: 1.4% at global batch 2, 0.014%
 # at 6), while a run whose gradients differ (batch 1) is ~100% off. Float sums in another order differ

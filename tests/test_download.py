@@ -2,8 +2,9 @@
 
 import dataclasses
 import http.server
+import re
+import tarfile
 import threading
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -127,25 +128,55 @@ def test_checksum_mismatch_is_refused_and_the_file_deleted(server, env, monkeypa
     assert not (env / "raw").exists() and not (env / "cache" / "facades.tar.gz").exists()
 
 
-def symlink_entry():
-    info = zipfile.ZipInfo("data/link")
-    info.external_attr = 0o120777 << 16
-    return info
+SYM, HARD, FIFO, CHR = tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE, tarfile.CHRTYPE
+HOSTILE = {  # case: (formats, entries, the entry refused); {out} is tmp_path, outside the extraction folder
+    "dotdot": ("zip tar", [("../evil.txt", b"x")], "../evil.txt"),
+    "nested-dotdot": ("zip tar", [("ok/../../evil.txt", b"x")], "ok/../../evil.txt"),
+    "absolute": ("zip tar", [("{out}/evil.txt", b"x")], "{out}/evil.txt"),
+    "backslash-dotdot": ("zip tar", [("..\\evil.txt", b"x")], "..\\evil.txt"),
+    "drive-letter": ("zip tar", [("C:/evil.txt", b"x")], "C:/evil.txt"),
+    "symlink": ("zip tar", [("data/link", (SYM, "/etc/passwd"))], "data/link"),
+    "symlink-write-through": ("zip tar", [("link", (SYM, "../outside")), ("link/evil.txt", b"x")], "link"),
+    "abs-symlink-write-through": ("zip tar", [("link", (SYM, "{out}/outside")), ("link/evil.txt", b"x")], "link"),
+    "hardlink-write-through": ("tar", [("hard", (HARD, "../victim.txt")), ("hard", b"pwned")], "hard"),
+    "abs-hardlink-write-through": ("tar", [("hard", (HARD, "{out}/victim.txt")), ("hard", b"pwned")], "hard"),
+    "fifo": ("tar", [("pipe", (FIFO, ""))], "pipe"),
+    "device": ("tar", [("tty", (CHR, ""))], "tty"),
+}
+CORRUPT = {
+    "not-an-archive": b"this is not an archive",
+    "truncated-zip": zip_bytes([("ok.txt", b"x")])[:-30],
+    "truncated-tar": tar_bytes({"ok.txt": b"x" * 1000})[:-30],
+}
 
 
-@pytest.mark.parametrize("body,message", [
-    (b"this is not an archive", "not a zip or tar archive"),
-    (zip_bytes([("ok.txt", b"x")])[:-30], "corrupt archive|not a zip"),
-    (zip_bytes([("../evil.txt", b"x")]), "refusing entry '../evil.txt'"),
-    (zip_bytes([("/etc/evil.txt", b"x")]), "refusing entry '/etc/evil.txt'"),
-    (zip_bytes([(symlink_entry(), b"/etc/passwd")]), "refusing entry 'data/link'"),
-])
-def test_hostile_or_corrupt_archives_are_refused(server, env, monkeypatch, body, message):
+@pytest.mark.parametrize("fmt,entries,refused", [
+    pytest.param(fmt, entries, refused, id=f"{fmt}-{case}")
+    for case, (formats, entries, refused) in HOSTILE.items() for fmt in formats.split()
+] + [pytest.param("raw", body, None, id=case) for case, body in CORRUPT.items()])
+def test_hostile_or_corrupt_archives_are_refused(server, env, monkeypatch, fmt, entries, refused):
+    if fmt == "raw":
+        body, message = entries, "corrupt archive|not a zip or tar archive"
+    else:
+        placed = [(name.format(out=env), (data[0], data[1].format(out=env)) if isinstance(data, tuple) else data)
+                  for name, data in entries]
+        body = (tar_bytes if fmt == "tar" else zip_bytes)(placed)
+        message = re.escape(f"refusing entry '{refused.format(out=env)}'")
+    (env / "outside").mkdir()
+    (env / "victim.txt").write_bytes(b"untouched")
     serve_as(monkeypatch, server, "cars", body)
-    with pytest.raises(Pix2PixError, match=message):
+    try:
         download.fetch(cfg_for("cars"), env / "raw")
-    assert not (env / "raw").exists()
-    assert not (env.parent / "evil.txt").exists()
+        error = "no error: the archive was extracted"
+    except Pix2PixError as err:
+        error = str(err)
+    # fetch extracts into env/.raw.*.tmp (atomic_dir next to env/raw), so an escape lands in env itself:
+    # '../evil.txt' and '{out}/evil.txt' at env/evil.txt, 'link/evil.txt' at env/outside/evil.txt, and a
+    # hard link to '../victim.txt' rewrites env/victim.txt. Only the download cache may be new.
+    left = sorted(str(p.relative_to(env)) for p in env.rglob("*") if p.relative_to(env).parts[0] != "cache")
+    assert left == ["outside", "victim.txt"], f"escaped the extraction folder: {left}"
+    assert (env / "victim.txt").read_bytes() == b"untouched"
+    assert re.search(message, error), error
 
 
 def test_archive_bomb_is_refused(server, env, monkeypatch):

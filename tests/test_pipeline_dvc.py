@@ -14,6 +14,8 @@ from archives import ade20k_zip, small_facades, tar_bytes, write_cityscapes_zips
 from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
 from dvc_project import init_repo, make_project, run
 
+pytestmark = pytest.mark.slow  # every test here drives whole pipelines or processes
+
 OUTS = [
     "data/raw/synthetic/train/images", "data/tiles/manifest.csv", "checkpoints/last.pt",
     "models/generator.pt", "models/generator_best.pt", "metrics/train.json", "metrics/train_epochs.csv",
@@ -252,7 +254,7 @@ def test_two_fresh_repos_at_different_paths_reproduce_bit_for_bit_on_cpu(tmp_pat
     tiles, grids and metrics (README: Reproducibility)."""
     other = tmp_path / "somewhere" / "else"
     other.mkdir(parents=True)
-    env = init_repo(other, tiny_overrides())
+    env = init_repo(other, tiny_overrides(fid=True))  # as the `project` fixture's
     run(["dvc", "repro"], other, env)
     run(["git", "add", "-A"], other, env)
     run(["git", "commit", "-qm", "the same run elsewhere"], other, env)
@@ -282,7 +284,7 @@ def test_queued_experiments_run_two_at_once_and_keep_their_mlflow_runs_in_the_wo
     relative store (sqlite:///mlflow.db) both runs land in the workspace's mlflow.db, complete."""
     import mlflow
 
-    env = init_repo(tmp_path, tiny_overrides(epochs=1, **{"optim.decay_share": 0.0}))
+    env = init_repo(tmp_path, tiny_overrides(fid=True))
     env.pop("MLFLOW_TRACKING_URI")  # params.yaml's sqlite:///mlflow.db, relative, as a user has it
     for name, value in (("exp-l1-10", "10"), ("exp-l1-1", "1")):
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"lambda_l1={value}"], tmp_path, env)
@@ -298,7 +300,7 @@ def test_queued_experiments_run_two_at_once_and_keep_their_mlflow_runs_in_the_wo
     for name, r in runs.items():
         assert r.info.status == "FINISHED"
         assert r.data.params["lambda_l1"] == {"exp-l1-10": "10.0", "exp-l1-1": "1.0"}[name]
-        assert len(client.get_metric_history(r.info.run_id, "val_FID")) == 1
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_FID")] == [1, 2]  # every epoch
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id, "grids")}
-        assert artifacts == {"grids/epoch_001.png"}
+        assert artifacts == {"grids/epoch_001.png", "grids/epoch_002.png"}
         assert Path(client.get_run(r.info.run_id).info.artifact_uri.removeprefix("file://")).is_dir()

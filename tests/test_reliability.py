@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -63,8 +64,9 @@ def generator_tensors(path):
     return torch.load(path, weights_only=True)["generator"]
 
 
+@pytest.mark.slow
 def test_dvc_repro_after_sigkill_resumes_to_bit_identical_weights_in_the_same_mlflow_run(tmp_path):
-    overrides = tiny_overrides(epochs=3, **{"optim.decay_share": 0.67})
+    overrides = tiny_overrides(fid=True, epochs=3, **{"optim.decay_share": 0.67})
     whole = init_repo(tmp_path / "whole", overrides)
     run(["dvc", "repro"], tmp_path / "whole", whole)
 
@@ -186,7 +188,7 @@ def test_a_run_with_a_few_nan_steps_finishes_with_them_counted_and_a_finite_mode
     row = train_in(tmp_path, tiles, cfg)
     assert row["skipped_steps"] == 2
     assert pd.read_csv(tmp_path / "metrics/train_epochs.csv")["skipped_steps"].tolist() == [0, 2]
-    assert all(pd.notna(v) for k, v in row.items() if k.startswith("val_"))  # validated in eval mode
+    assert all(np.isfinite(row[k]) for k in ("val_L1", "val_PSNR", "val_SSIM"))  # validated in eval mode
     G, _ = generator_file.load(tmp_path / "generator.pt")
     G.eval()
     assert torch.isfinite(G(torch.rand(1, 3, 64, 64) * 2 - 1)).all()
@@ -300,6 +302,7 @@ def test_a_store_failing_mid_run_loses_mlflow_records_not_the_training(tmp_path,
 
 # -- concurrency --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_dvc_repro_at_once_fails_on_the_lock_and_the_first_completes(tmp_path):
     env = init_repo(tmp_path, tiny_overrides(epochs=8))
     first = subprocess.Popen(["dvc", "repro"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -321,6 +324,7 @@ def test_a_second_dvc_repro_at_once_fails_on_the_lock_and_the_first_completes(tm
     assert "up to date" in run(["dvc", "status"], tmp_path, env).lower()
 
 
+@pytest.mark.slow
 def test_dvc_exp_run_with_a_misspelt_key_fails_before_any_work(tmp_path):
     """DVC refuses `-S` of a key params.yaml lacks; one forced in (`-S +key=...`, or by hand) is
     refused by the check_params stage, which runs before any other."""

@@ -163,6 +163,7 @@ EXECUTION_CHANGES = {"device": "cpu", "data.mirror": "/nowhere", "train.log_ever
                      "mlflow.experiment": "other"}
 
 
+@pytest.mark.slow
 def test_changing_execution_only_keys_re_runs_nothing_and_lambda_re_runs_train(reproduced):
     path, env = reproduced
     assert set(EXECUTION_CHANGES) == set(EXECUTION_ONLY)

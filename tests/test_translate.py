@@ -47,6 +47,23 @@ def test_tiles_blend_back_into_the_image_without_seams():
     torch.testing.assert_close(tiled(nn.Identity(), x, 64, "eval", 4)[:, :, :150, :410], x)
 
 
+def test_a_real_generator_tiled_gives_each_tile_its_own_output_blended_where_tiles_overlap(model_files):
+    G, _ = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
+    x = torch.rand(1, 3, 64, 192) * 2 - 1  # tiles start at columns 0, 48, 96 and 128 (a quarter overlap or more)
+    with torch.no_grad():
+        out = tiled(G, x, 64, "eval", 4)
+        own = [G.eval()(x[:, :, :, left:left + 64]) for left in (0, 48, 96, 128)]
+    assert out.shape == x.shape
+    torch.testing.assert_close(out[..., :48], own[0][..., :48])  # only the first tile covers these
+    torch.testing.assert_close(out[..., 64:96], own[1][..., 16:48])  # only the second
+    torch.testing.assert_close(out[..., 112:128], own[2][..., 16:32])  # only the third
+    torch.testing.assert_close(out[..., 160:], own[3][..., 32:])  # only the last
+    overlap = out[..., 48:64]  # the first two blend: between their outputs, not a copy of either
+    low, high = torch.minimum(own[0][..., 48:], own[1][..., :16]), torch.maximum(own[0][..., 48:], own[1][..., :16])
+    assert bool(((overlap >= low - 1e-6) & (overlap <= high + 1e-6)).all())
+    assert not torch.allclose(overlap, own[0][..., 48:]) and not torch.allclose(overlap, own[1][..., :16])
+
+
 def test_training_checkpoint_and_generator_file_give_the_same_model(model_files):
     a, _ = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
     b, _ = load_model(str(model_files / "last.pt"), torch.device("cpu"))
@@ -68,15 +85,20 @@ def test_cli_translates_class_id_and_colour_masks_alike(model_files, tmp_path):
     assert a.shape == (48, 80, 3) and np.array_equal(a, b)
 
 
-def test_paper_mode_is_repeatable_by_seed(model_files, tmp_path):
-    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "x.png")
-    outs = []
-    for run in range(2):
+def test_paper_mode_is_repeatable_by_seed_changes_with_it_and_is_not_eval_mode(model_files, tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+
+    def translated(run, *options):
         r = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "x.png"),
-                                     "--out", str(tmp_path / f"o{run}"), "--device", "cpu"])
+                                     "--out", str(tmp_path / run), "--device", "cpu", *options])
         assert r.exit_code == 0, r.output
-        outs.append(np.asarray(Image.open(tmp_path / f"o{run}" / "x.png")))
-    assert np.array_equal(*outs)
+        return np.asarray(Image.open(tmp_path / run / "x.png"))
+
+    first, again = translated("a"), translated("b")
+    assert np.array_equal(first, again)  # the same seed: the same dropout masks
+    assert not np.array_equal(first, translated("c", "--seed", "1"))  # another seed: other masks
+    assert not np.array_equal(first, translated("d", "--mode", "eval"))  # dropout and batch statistics matter
 
 
 def test_exported_torchscript_matches_the_eager_generator(model_files, tmp_path):
@@ -138,6 +160,7 @@ def readme_quick_try() -> str:
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_quick_try_runs_as_written(tmp_path):
     from dvc_project import init_repo
 

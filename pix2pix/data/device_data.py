@@ -38,9 +38,14 @@ def load_split(tiles_dir: str | Path, split: str, direction: str, device: torch.
     return data.to(device)
 
 
+def resident(data: torch.Tensor, device: torch.device, budget_gb: float) -> bool:
+    """Whether `data` lives on `device` for the run: on CPU it is already there; on a GPU when it fits budget_gb."""
+    return device.type == "cpu" or data.numel() * data.element_size() <= budget_gb * 2**30
+
+
 def place(data: torch.Tensor, device: torch.device, budget_gb: float) -> torch.Tensor:
-    """`data` on `device` if it fits in budget_gb; else in host memory (pinned when CUDA is used)."""
-    if data.numel() * data.element_size() <= budget_gb * 2**30 or device.type == "cpu":
+    """`data` on `device` if resident; else in host memory (pinned when CUDA is used)."""
+    if resident(data, device, budget_gb):
         return data.to(device)
     log.info("%.1f GB of tiles exceed train.device_data_gb=%g: kept in pinned host memory",
              data.numel() / 2**30, budget_gb)
