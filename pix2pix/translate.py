@@ -23,6 +23,7 @@ from pix2pix.data.pairs import IMAGE_EXTS, read_rgb
 from pix2pix.data.sources import DATASETS
 from pix2pix.errors import Pix2PixError
 from pix2pix.evaluation import generation_mode
+from pix2pix.files import atomic_path
 from pix2pix.tracking import tracking_uri
 
 MAX_WHOLE = 4  # sides up to 4 x image_size run in one pass; larger images are tiled
@@ -135,7 +136,8 @@ def translate(source: str, inputs: list[Path], out_dir: Path, mode: str = "paper
         rgb = read_input(path, info["dataset"])
         result = translate_image(G, rgb, info["image_size"], mode, batch_size, device)
         target = out_dir / f"{path.stem}.png"
-        Image.fromarray(result).save(target)
+        with atomic_path(target) as tmp:  # an interrupted run leaves whole images only
+            Image.fromarray(result).save(tmp, format="PNG")
         written.append(target)
     return written
 
@@ -148,6 +150,6 @@ def export(source: str, out: Path, fmt: str = "torchscript") -> Path:
     example = torch.zeros(1, 3, info["image_size"], info["image_size"])
     with torch.no_grad():
         traced = torch.jit.trace(G.eval(), example)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    traced.save(str(out))
+    with atomic_path(out) as tmp:
+        traced.save(str(tmp))
     return out

@@ -1,9 +1,11 @@
 """Atomic writes: the old content or the new, never half of one, and no temp files left behind."""
 
 import os
+from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from pix2pix import files
 
 
@@ -48,3 +50,57 @@ def test_atomic_dir_fsyncs_every_file_and_leaves_nothing_on_failure(tmp_path, fs
             (tmp / "a.png").write_bytes(b"x")
             raise RuntimeError("killed mid-prepare")
     assert sorted(os.listdir(tmp_path)) == ["tiles"]
+
+
+# Writers allowed to write in place, and why; every other write in the package goes through
+# files.atomic_path / atomic_dir (lexically inside `with atomic_...`).
+IN_PLACE = {
+    ("pix2pix/files.py", "write_text"): "the atomic helper itself",
+    ("pix2pix/fid.py", "write_pngs"): "the FID scorer's scratch folder, never an output",
+    ("pix2pix/data/download.py", "_download_once"): "the .part file a resumed download appends to",
+    ("pix2pix/bench.py", "scaling_rows"): "a temporary folder of the benchmark's worker specs",
+    ("pix2pix/tracking.py", "store_lock"): "an empty lock file, opened to append nothing",
+}
+WRITES = {"save", "savefig", "to_csv", "savez", "write_text", "write_bytes"}
+
+
+def in_place_writes(path: Path) -> list[tuple[str, int]]:
+    """(enclosing function, line) of each write call in `path` that is not inside `with atomic_...`."""
+    import ast
+
+    found = []
+
+    def visit(node, function, atomic):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = node.name
+        if isinstance(node, ast.With) and any(
+                isinstance(i.context_expr, ast.Call) and getattr(i.context_expr.func, "id", "").startswith("atomic_")
+                for i in node.items):
+            atomic = True
+        if isinstance(node, ast.Call) and not atomic:
+            f = node.func
+            opens = isinstance(f, ast.Name) and f.id == "open" and any(
+                isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) & set("wax")
+                for a in node.args[1:2])
+            if opens or (isinstance(f, ast.Attribute) and f.attr in WRITES and not (
+                    isinstance(f.value, ast.Name) and f.value.id in ("checkpoints", "generator_file"))):
+                found.append((function, node.lineno))
+        for child in ast.iter_child_nodes(node):
+            visit(child, function, atomic)
+
+    visit(ast.parse(path.read_text()), "<module>", False)
+    return found
+
+
+def test_every_writer_of_an_output_uses_the_atomic_helpers():
+    offenders = []
+    for path in sorted([*(ROOT / "pix2pix").rglob("*.py"), *(ROOT / "stages").glob("*.py")]):
+        name = path.relative_to(ROOT).as_posix()
+        offenders += [f"{name}:{line} in {fn}" for fn, line in in_place_writes(path) if (name, fn) not in IN_PLACE]
+    assert offenders == []
+
+
+def test_the_atomic_writer_check_finds_a_plain_write(tmp_path):
+    (tmp_path / "m.py").write_text("def f(p, img):\n    img.save(p)\n\ndef g(p, img):\n"
+                                   "    with atomic_path(p) as tmp:\n        img.save(tmp)\n")
+    assert in_place_writes(tmp_path / "m.py") == [("f", 2)]
