@@ -41,6 +41,8 @@ def atomic_dir(path: str | Path):
     """Yield a temporary folder next to `path`; on success fsync its files and replace `path` with it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's (SIGKILL skips `finally`)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp

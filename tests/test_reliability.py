@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from conftest import ROOT, tiny_overrides
 from dvc_project import init_repo, run
@@ -111,15 +112,45 @@ def test_an_unfinished_checkpoint_is_not_resumed_under_changed_params(tmp_path, 
     assert len(pd.read_csv(tmp_path / "metrics/train_epochs.csv")) == 3
 
 
-def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, tiles, monkeypatch, caplog):
-    stop_at_epoch(monkeypatch, 3)
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_the_run_resumes_from_it(tmp_path, tiles,
+                                                                                             monkeypatch, caplog):
+    run = tmp_path / "run"
+    stop_at_epoch(monkeypatch, 3)  # last.pt holds epoch 2, previous.pt epoch 1
     with pytest.raises(KeyboardInterrupt):
-        train_in(tmp_path, tiles, cfg_with(epochs=4))
-    last = tmp_path / "checkpoints/last.pt"
+        train_in(run, tiles, cfg_with(epochs=4))
+    monkeypatch.undo()
+    last = run / "checkpoints/last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    with caplog.at_level(logging.WARNING):
-        state = checkpoints.latest(tmp_path / "checkpoints", torch.device("cpu"))
-    assert state["epoch"] == 1 and "last.pt: unreadable checkpoint" in caplog.text
+    with caplog.at_level(logging.INFO):
+        assert train_in(run, tiles, cfg_with(epochs=4))["epoch"] == 4
+    assert "last.pt: unreadable checkpoint" in caplog.text
+    assert "resuming " in caplog.text and "(stopped at epoch 1/4)" in caplog.text  # from previous.pt
+    train_in(tmp_path / "whole", tiles, cfg_with(epochs=4))  # the same run, never interrupted
+    a, b = generator_tensors(run / "generator.pt"), generator_tensors(tmp_path / "whole/generator.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    timing = ["images_per_s"]
+    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics/train_epochs.csv").drop(columns=timing),
+                                  pd.read_csv(tmp_path / "whole/metrics/train_epochs.csv").drop(columns=timing))
+
+
+@pytest.mark.slow
+def test_a_stage_killed_mid_write_puts_nothing_in_the_dvc_cache_and_the_next_repro_completes(tmp_path):
+    env = init_repo(tmp_path, tiny_overrides(), PYTHONPATH=f"{tmp_path}{os.pathsep}{FAULTS}")
+    run(["dvc", "repro", "download"], tmp_path, env)
+
+    def cached():
+        return {p.relative_to(tmp_path / ".dvc/cache") for p in (tmp_path / ".dvc/cache").rglob("*") if p.is_file()}
+
+    before = cached()
+    crash = subprocess.run(["dvc", "repro", "prepare"], cwd=tmp_path, env={**env, "PIX2PIX_KILL_AT_IMAGE": "5"},
+                           capture_output=True, text=True, timeout=600)
+    assert crash.returncode != 0
+    assert list((tmp_path / "data").glob(".tiles.*.tmp"))  # the killed stage was writing tiles, half of the 5th
+    assert not (tmp_path / "data/tiles").exists() and cached() == before  # none of it reached the output or cache
+    assert "prepare" not in yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
+    run(["dvc", "repro"], tmp_path, env)
+    assert not list((tmp_path / "data").glob(".tiles.*.tmp"))  # the next run cleared the killed one's folder
+    assert "up to date" in run(["dvc", "status"], tmp_path, env).lower()
 
 
 # -- numerical faults -------------------------------------------------------------------------------
@@ -282,22 +313,33 @@ def test_an_unreachable_mlflow_server_fails_before_any_work(tmp_path, tiles, mon
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics").exists()
 
 
-def test_a_store_failing_mid_run_loses_mlflow_records_not_the_training(tmp_path, tiles, monkeypatch, caplog):
+def test_a_store_gone_mid_run_loses_mlflow_records_not_the_training(tmp_path, tiles, monkeypatch, caplog):
+    """From the second epoch's metrics on, every call to the store fails (a server that went away):
+    each is skipped with a warning and the run finishes with all its DVC outputs."""
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    real = mlflow.log_metrics
+    gone, failed = [False], []
 
-    def flaky(metrics, step=None, **kwargs):
-        if step == 2 and "epoch" in metrics:
-            raise ConnectionError("store went away")
-        return real(metrics, step=step, **kwargs)
+    def failing(real):
+        def call(*args, **kwargs):
+            gone[0] = gone[0] or kwargs.get("step") == 2
+            if gone[0]:
+                failed.append(real.__name__)
+                raise ConnectionError("store went away")
+            return real(*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(mlflow, "log_metrics", flaky)
+    for name in ("log_metrics", "log_artifact", "end_run"):
+        monkeypatch.setattr(mlflow, name, failing(getattr(mlflow, name)))
     with caplog.at_level(logging.WARNING):
-        row = train_in(tmp_path, tiles, cfg_with(**{"mlflow.enabled": True}))
-    assert row["epoch"] == 2 and len(pd.read_csv(tmp_path / "metrics/train_epochs.csv")) == 2
-    assert "MLflow store failed; metrics of step 2 not logged (ConnectionError: store went away)" in caplog.text
+        row = train_in(tmp_path, tiles, cfg_with(epochs=3, **{"mlflow.enabled": True}))
+    assert row["epoch"] == 3 and len(pd.read_csv(tmp_path / "metrics/train_epochs.csv")) == 3
+    assert (tmp_path / "generator.pt").exists() and (tmp_path / "best.pt").exists()
+    assert {"log_metrics", "log_artifact", "end_run"} <= set(failed)  # the store failed to the end
+    for what in ("metrics of step 3", "artifact ", "the run's end"):
+        assert f"MLflow store failed; {what}" in caplog.text
+    assert "(ConnectionError: store went away). Training goes on; metrics/ has it" in caplog.text
 
 
 # -- concurrency --------------------------------------------------------------------------------------

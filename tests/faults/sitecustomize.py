@@ -2,7 +2,9 @@
 PIX2PIX_KILL_AT_STEP=N, and the N-th training step SIGKILLs its own process (as a crashed or
 pre-empted machine would), with no chance to clean up; PIX2PIX_HANG_AT_STEP=N makes it stop
 answering instead (a stuck GPU or network). PIX2PIX_FAULT_RANK=R limits either to the process of
-rank R under torchrun. PIX2PIX_DATASET_URL=NAME=URL points a dataset at a local server."""
+rank R under torchrun. PIX2PIX_KILL_AT_IMAGE=N SIGKILLs the process half-way through writing its
+N-th image file (a stage killed mid-write). PIX2PIX_DATASET_URL=NAME=URL points a dataset at a
+local server."""
 
 import os
 
@@ -35,3 +37,25 @@ if _url:
 
     _name, _address = _url.split("=", 1)
     sources.DATASETS[_name] = dataclasses.replace(sources.DATASETS[_name], urls=(_address,))
+
+_kill_image = os.environ.get("PIX2PIX_KILL_AT_IMAGE")
+if _kill_image:
+    import io
+    import signal
+
+    from PIL import Image
+
+    _save, _saved = Image.Image.save, [0]
+
+    def save(self, fp, *args, **kwargs):
+        _saved[0] += 1
+        if _saved[0] == int(_kill_image):  # write the first half of this file's bytes, then die
+            buf = io.BytesIO()
+            _save(self, buf, *args, **{"format": "PNG", **kwargs})
+            with open(fp, "wb") as f:
+                f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _save(self, fp, *args, **kwargs)
+
+    Image.Image.save = save
