@@ -378,3 +378,13 @@ def test_dvc_exp_run_with_a_misspelt_key_fails_before_any_work(tmp_path):
         assert result.returncode != 0 and message in result.stdout + result.stderr
         assert not [f for f in (tmp_path / "data").rglob("*") if f.is_file()]  # nothing downloaded
         assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_dvc_repro_with_a_bad_params_file_fails_in_check_params_before_any_download(tmp_path):
+    env = init_repo(tmp_path, tiny_overrides(image_size=100))
+    result = subprocess.run(["dvc", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "'image_size' is 100" in out and "a power of two >= 32" in out
+    assert "Running stage 'check_params'" in out and "Running stage 'download'" not in out
+    assert not [f for f in (tmp_path / "data").rglob("*") if f.is_file()]  # nothing downloaded
