@@ -132,18 +132,11 @@ def ui(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="p
     The store is $MLFLOW_TRACKING_URI, else mlflow.tracking_uri in params.yaml.
     Example: pix2pix ui --port 5001   (then open the printed URL; Ctrl-C stops it)
     """
-    import os
-    import subprocess
-    import sys
+    from pix2pix.tracking import project_tracking_uri, serve_ui
 
-    from pix2pix.config import load_config
-    from pix2pix.tracking import tracking_uri
-
-    uri = tracking_uri(load_config(params_file) if params_file.exists() else None)
+    uri = project_tracking_uri(params_file)
     typer.echo(f"MLflow UI for {uri} at http://{host}:{port}")
-    sys.stdout.flush()
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    raise typer.Exit(subprocess.run(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri}).returncode)
+    raise typer.Exit(serve_ui(uri, host, port))
 
 
 @app.command()

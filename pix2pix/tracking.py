@@ -18,13 +18,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pix2pix.config import Config, flatten
+from pix2pix.config import Config, flatten, load_config
 from pix2pix.distributed import device_name
 from pix2pix.errors import Pix2PixError
 from pix2pix.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
-DEFAULT_STORE = "sqlite:///mlflow.db"  # params.yaml's mlflow.tracking_uri (tests/test_tracking.py checks they agree)
 
 
 class EpochLog:
@@ -71,20 +70,57 @@ def run_environment(device) -> dict:
 
 
 def tracking_uri(cfg: Config | None) -> str:
-    """$MLFLOW_TRACKING_URI, else the params' mlflow.tracking_uri, else MLflow's own default; a
-    relative local store (sqlite:///mlflow.db, mlruns) anchored at the project root.
+    """$MLFLOW_TRACKING_URI, else the params' mlflow.tracking_uri; a relative local store
+    (sqlite:///mlflow.db, mlruns) anchored at the project root.
 
     The root is $DVC_ROOT where DVC sets it: queued (`dvc queue start`) and `--temp` experiments
     run in temporary copies of the repo that are deleted afterwards, with their own store inside,
     and DVC points DVC_ROOT at the workspace they came from. Elsewhere it is the current folder.
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.mlflow.tracking_uri if cfg else DEFAULT_STORE)
-    root = Path(os.environ.get("DVC_ROOT") or ".").resolve()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg or load_config(project_root() / "params.yaml")).mlflow.tracking_uri
+    root = project_root()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # sqlite:////abs is absolute
         return "sqlite:///" + str(root / uri.removeprefix("sqlite:///"))
     if not urllib.parse.urlparse(uri).scheme and not Path(uri).is_absolute():  # a plain folder: mlruns
         return str(root / uri)
     return uri
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
+def project_tracking_uri(params_file: str | Path = "params.yaml") -> str:
+    """The store of the project whose params file this is, for tools outside a run (ui, translate)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not Path(params_file).exists():
+        raise Pix2PixError(f"{params_file}: no such file, so no MLflow store is named; run from the project folder "
+                           "or set MLFLOW_TRACKING_URI")
+    return tracking_uri(load_config(params_file) if Path(params_file).exists() else None)
+
+
+def serve_ui(uri: str, host: str, port: int) -> int:
+    """`mlflow ui` on `uri` until it ends or this process gets SIGTERM/SIGINT; either stops the
+    server's whole process group (its gunicorn/uvicorn workers too), so the port is freed."""
+    import signal
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
+                               "--port", str(port)], env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                              start_new_session=True)
+
+    def stop(signum, frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = server.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        with contextlib.suppress(ProcessLookupError):  # workers the server left behind
+            os.killpg(server.pid, signal.SIGKILL)
+    return code
 
 
 def local_store(uri: str) -> Path | None:

@@ -24,7 +24,7 @@ from pix2pix.data.sources import DATASETS
 from pix2pix.errors import Pix2PixError
 from pix2pix.evaluation import generation_mode
 from pix2pix.files import atomic_path
-from pix2pix.tracking import tracking_uri
+from pix2pix.tracking import project_tracking_uri
 
 MAX_WHOLE = 4  # sides up to 4 x image_size run in one pass; larger images are tiled
 
@@ -40,7 +40,7 @@ def run_file(source: str) -> Path:
     """The generator file an MLflow run holds under `model/`, fetched to a local folder."""
     import mlflow  # slow to import: only for runs:/ sources
 
-    mlflow.set_tracking_uri(tracking_uri(None))  # the project's store, as `pix2pix ui` shows it
+    mlflow.set_tracking_uri(project_tracking_uri())  # the project's store, as `pix2pix ui` shows it
 
     try:
         folder = mlflow.artifacts.download_artifacts(artifact_uri=source)

@@ -7,6 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import ROOT
+from dvc_project import overridden
 from pix2pix.curves import save_curves
 from pix2pix.data.augment import PairJitter
 from pix2pix.reporting import better
@@ -80,10 +82,16 @@ def test_a_relative_store_resolves_at_dvc_root_where_dvc_sets_it(uri, expected, 
     assert (store is None) == uri.startswith("http") and (store is None or store.is_absolute())
 
 
-def test_the_store_without_params_is_the_one_params_yaml_names():
-    import yaml
+def test_the_store_without_given_params_is_the_one_the_project_params_file_names(tmp_path, monkeypatch):
+    from pix2pix.errors import Pix2PixError
+    from pix2pix.tracking import project_tracking_uri, tracking_uri
 
-    from conftest import ROOT
-    from pix2pix.tracking import DEFAULT_STORE
-
-    assert yaml.safe_load((ROOT / "params.yaml").read_text())["mlflow"]["tracking_uri"] == DEFAULT_STORE
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Pix2PixError, match="params.yaml: no such file, so no MLflow store is named; run from the "
+                                           "project folder or set MLFLOW_TRACKING_URI"):
+        project_tracking_uri()
+    (tmp_path / "params.yaml").write_text(overridden((ROOT / "params.yaml").read_text(),
+                                                     {"mlflow.tracking_uri": "sqlite:///elsewhere.db"}))
+    assert project_tracking_uri() == tracking_uri(None) == f"sqlite:///{tmp_path}/elsewhere.db"

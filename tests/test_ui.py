@@ -30,29 +30,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_ui(cwd, env, **popen) -> tuple[subprocess.Popen, str]:
+    """`pix2pix ui` on a free loopback port, once it answers; (the process, its first stdout line)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pix2pix.cli", "ui", "--port", str(port)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **popen)
+    first_line = proc.stdout.readline().strip()
+    deadline = time.monotonic() + 120
+    while True:  # poll until the server answers (it needs a few seconds to start)
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc, first_line
+        except OSError:
+            assert proc.poll() is None, "mlflow ui exited early"
+            assert time.monotonic() < deadline, "mlflow ui did not answer within 120 s"
+            time.sleep(0.5)  # a polling interval, not a timing assumption
+
+
 @pytest.fixture
 def ui_server(two_runs):
-    """`pix2pix ui` on a free loopback port; yields (its first stdout line, base URL, env)."""
+    """`pix2pix ui` on the two runs' store; yields (its first stdout line, base URL, env)."""
     path, env = two_runs
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pix2pix.cli", "ui", "--port", str(port)], cwd=path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    proc, first_line = start_ui(path, env, start_new_session=True)
     try:
-        first_line = proc.stdout.readline().strip()
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:  # poll until the server answers (it needs a few seconds to start)
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, "mlflow ui exited early"
-                assert time.monotonic() < deadline, "mlflow ui did not answer within 120 s"
-                time.sleep(0.5)
-        yield first_line, url, env
+        yield first_line, first_line.rsplit(" at ", 1)[1], env
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def test_sigterm_to_ui_stops_the_server_and_its_workers_and_frees_the_port(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    proc, first_line = start_ui(tmp_path, env)  # in this test's process group: the signal reaches `pix2pix ui` alone
+    port = int(first_line.rsplit(":", 1)[1])
+    proc.send_signal(15)
+    proc.wait(timeout=60)  # it ends
+    deadline = time.monotonic() + 60
+    while True:  # the workers exit after their parent: poll until nobody listens
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        assert time.monotonic() < deadline, f"port {port} still served 60 s after SIGTERM to pix2pix ui"
+        time.sleep(0.5)  # a polling interval, not a timing assumption
 
 
 def test_ui_prints_its_url_and_serves_the_store(ui_server):
