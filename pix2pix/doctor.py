@@ -13,7 +13,7 @@ import torch
 
 from pix2pix import fid
 from pix2pix.config import load_config, processes
-from pix2pix.data.download import mirror_folders
+from pix2pix.data.download import MIRROR_ENV, mirror_folders, mirror_holds
 from pix2pix.data.sources import DATASETS
 from pix2pix.distributed import check_processes, device_name, pick_device
 from pix2pix.errors import Pix2PixError
@@ -34,7 +34,8 @@ def device_checks(name: str) -> list[Check]:
     except Pix2PixError as err:
         return checks + [Check("device", "FAIL", str(err))]
     if device.type != "cuda":
-        return checks + [Check("device", "warn", "cpu: fine for the quick try, slow for real training")]
+        return checks + [Check("device", "warn", "cpu: fine for the quick try, slow for real training"),
+                         Check("precision", "ok", "fp32 on CPU (bf16 autocast is for CUDA devices only)")]
     free, total = torch.cuda.mem_get_info(device)
     return checks + [
         Check("device", "ok", device_name(device)),
@@ -92,6 +93,21 @@ def mlflow_check(cfg) -> Check:
     return Check("MLflow", "ok", f"store {tracking_uri(cfg)}")
 
 
+def mirror_check(cfg) -> Check:
+    """data.mirror / $PIX2PIX_MIRROR: set or not, reachable, and whether it holds the dataset."""
+    mirrors = mirror_folders(cfg)
+    if not mirrors:
+        return Check("mirror", "ok", f"none set (data.mirror, ${MIRROR_ENV}): datasets download from their URLs")
+    missing = [m for m in mirrors if not m.is_dir()]
+    if missing:
+        return Check("mirror", "FAIL", f"{missing[0]}: not a folder; fix data.mirror or ${MIRROR_ENV}")
+    holding = [m for m in mirrors if mirror_holds(DATASETS[cfg.dataset], m)]
+    if holding or cfg.dataset == "synthetic":
+        return Check("mirror", "ok", f"{', '.join(map(str, mirrors))}" + (f": holds {cfg.dataset}" if holding else ""))
+    return Check("mirror", "warn", f"{', '.join(map(str, mirrors))}: no {cfg.dataset} there; the download stage "
+                                   "falls back to the URLs")
+
+
 def dataset_check(cfg, root: Path) -> Check:
     if (root / "data" / "raw" / cfg.dataset).is_dir():
         return Check("dataset", "ok", f"{cfg.dataset} is in data/raw/{cfg.dataset}")
@@ -114,4 +130,4 @@ def diagnose(params: Path) -> list[Check]:
         return device_checks("auto") + [Check("params", "FAIL", str(err))]
     return [Check("params", "ok", str(params)), *device_checks(cfg.device), processes_check(cfg),
             fid_check(cfg.eval.fid_extractor),
-            dvc_check(root), mlflow_check(cfg), dataset_check(cfg, root)]
+            dvc_check(root), mlflow_check(cfg), mirror_check(cfg), dataset_check(cfg, root)]

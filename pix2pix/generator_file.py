@@ -53,7 +53,7 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> tuple[UnetGene
         G = UnetGenerator(3, 3, state["image_size"], **state["model"])
         G.load_state_dict(state["generator"])
     except FileNotFoundError:
-        raise Pix2PixError(f"{path}: no such file; {HINT}") from None
+        raise Pix2PixError(f"{path}: no such file; run `dvc repro` first to train it, or {HINT}") from None
     except Exception as err:  # unpickling refused, truncated file, wrong keys: all the same to a user
         raise Pix2PixError(f"{path}: not a generator saved by pix2pix train ({type(err).__name__}: "
                            f"{str(err)[:200]}); {HINT}") from None

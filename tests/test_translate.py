@@ -113,7 +113,8 @@ def test_exported_torchscript_matches_the_eager_generator(model_files, tmp_path)
 def test_errors_are_one_line_and_debug_shows_the_traceback(model_files, tmp_path, monkeypatch):
     missing = CliRunner().invoke(app, ["translate", str(tmp_path / "nope.pt"), str(tmp_path)])
     assert missing.exit_code == 1 and missing.output.strip().splitlines() == [
-        f"error: {tmp_path / 'nope.pt'}: no such file; give models/generator.pt, a checkpoint or runs:/<id>/model"]
+        f"error: {tmp_path / 'nope.pt'}: no such file; run `dvc repro` first to train it, or give "
+        "models/generator.pt, a checkpoint or runs:/<id>/model"]
     from pix2pix import translate
 
     monkeypatch.setattr(translate, "translate", lambda *a: 1 / 0)
@@ -143,8 +144,9 @@ def test_doctor_reports_and_fails_on_a_blocker(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     ok = CliRunner().invoke(app, ["doctor"])
     assert ok.exit_code == 0, ok.output
-    for name in ("torch", "device", "processes", "FID", "DVC", "MLflow", "dataset"):
+    for name in ("torch", "device", "precision", "processes", "FID", "DVC", "MLflow", "mirror", "dataset"):
         assert re.search(rf"^(ok|warn)\s+{name}\b", ok.output, re.M), name
+    assert re.search(r"^ok\s+precision\s+fp32 on CPU", ok.output, re.M)
     params["mlflow"]["tracking_uri"] = "http://127.0.0.1:9"  # discard port: nothing answers
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     bad = CliRunner().invoke(app, ["doctor"])
@@ -153,6 +155,22 @@ def test_doctor_reports_and_fails_on_a_blocker(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     two = CliRunner().invoke(app, ["doctor"])
     assert re.search(r"^FAIL\s+processes\s+.model.norm. is batch, which several CPU processes cannot synchronise", two.output, re.M)
+
+
+def test_doctor_says_whether_a_mirror_is_set_reachable_and_holding_the_dataset(tmp_path, monkeypatch):
+    from pix2pix.config import load_config
+    from pix2pix.doctor import mirror_check
+
+    cfg = load_config(ROOT / "params.yaml")  # dataset: cars
+    monkeypatch.delenv("PIX2PIX_MIRROR", raising=False)
+    assert mirror_check(cfg).status == "ok" and "none set" in mirror_check(cfg).detail
+    monkeypatch.setenv("PIX2PIX_MIRROR", str(tmp_path / "nowhere"))
+    assert mirror_check(cfg) == type(mirror_check(cfg))("mirror", "FAIL", f"{tmp_path / 'nowhere'}: not a folder; "
+                                                                          "fix data.mirror or $PIX2PIX_MIRROR")
+    monkeypatch.setenv("PIX2PIX_MIRROR", str(tmp_path))
+    assert mirror_check(cfg).status == "warn" and "no cars there" in mirror_check(cfg).detail
+    (tmp_path / "car-segmentation").mkdir()  # the cars dataset's folder name in a mirror
+    assert mirror_check(cfg).status == "ok" and mirror_check(cfg).detail.endswith("holds cars")
 
 
 def readme_quick_try() -> str:
@@ -169,4 +187,5 @@ def test_the_readme_quick_try_runs_as_written(tmp_path):
                             text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     outputs = sorted(p.name for p in (tmp_path / "translated").iterdir())
-    assert outputs and outputs == sorted(p.with_suffix(".png").name for p in (tmp_path / "my_masks/train/labels").iterdir())
+    masks = sorted(p.with_suffix(".png").name for p in (tmp_path / "my_masks").glob("*/labels/*"))
+    assert len(masks) == 3 and outputs == masks  # one photo for each of `synth --count 3`'s masks

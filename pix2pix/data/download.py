@@ -81,6 +81,12 @@ def unwrap(folder: Path, wrapper_names: set[str]) -> None:
         inner.rmdir()
 
 
+def mirror_holds(source: Source, mirror: Path) -> bool:
+    """Whether from_mirror would find `source` in `mirror`: its extracted folder or all its archives."""
+    return (any((mirror / name).is_dir() for name in (source.name, *source.mirror_names))
+            or bool(source.archives) and all((mirror / name).is_file() for name in source.archives))
+
+
 def from_mirror(source: Source, mirror: Path, dest: Path) -> dict | None:
     """Copy the extracted dataset, or extract its archives, from a mirror folder; None if absent."""
     if not mirror.is_dir():
