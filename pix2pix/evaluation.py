@@ -91,26 +91,25 @@ def save_grid(images: tuple, samples: int, path: str | Path, title: str) -> None
         canvas.save(tmp, format="PNG")
 
 
-def evaluate(cfg, model_path: str | Path, tiles_dir: str | Path, metrics_dir: str | Path,
-             best_model_path: str | Path | None = None) -> dict:
-    """The final generator on the test split -> metrics/eval.json and metrics/eval_grid.png; the
-    best epoch's generator (if given) -> metrics/eval_grid_best.png and best_test_* metrics."""
+def evaluate(cfg, model_path: str | Path, best_model_path: str | Path, tiles_dir: str | Path, metrics_path: str | Path,
+             grid_path: str | Path, best_grid_path: str | Path) -> dict:
+    """The final generator on the test split -> test_* metrics and its grid; the best epoch's
+    generator -> best_test_* metrics and its grid; the metrics to metrics_path (JSON)."""
     device = pick_device(cfg.device)
     G, bundle = generator_file.load(model_path, device)
     test = load_split(tiles_dir, "test", bundle["direction"], device)
     scorer = fid_scorer(test, cfg.eval.fid_extractor, device)
     try:
-        metrics = {**split_metrics(cfg, G, test, scorer, "test", Path(metrics_dir) / "eval_grid.png",
+        metrics = {**split_metrics(cfg, G, test, scorer, "test", Path(grid_path),
                                   f"test split, final generator (epoch {bundle['epoch']})"),
                    "test_images": len(test)}
-        if best_model_path:
-            G, bundle = generator_file.load(best_model_path, device)
-            metrics.update(split_metrics(cfg, G, test, scorer, "best_test", Path(metrics_dir) / "eval_grid_best.png",
-                                        f"test split, best epoch's generator (epoch {bundle['epoch']})"),
-                           best_epoch=bundle["epoch"])
+        G, bundle = generator_file.load(best_model_path, device)
+        metrics.update(split_metrics(cfg, G, test, scorer, "best_test", Path(best_grid_path),
+                                    f"test split, best epoch's generator (epoch {bundle['epoch']})"),
+                       best_epoch=bundle["epoch"])
     finally:
         scorer.close()
-    write_json(Path(metrics_dir) / "eval.json", metrics)
+    write_json(metrics_path, metrics)
     return metrics
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,11 +31,21 @@ def better(row: dict, best: dict | None) -> bool:
     return best is None or row[key] < best.get(key, float("inf"))
 
 
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a training reports; dvc.yaml's train stage names each (metrics/...)."""
+
+    metrics: Path  # the last epoch's row and the run's summary (JSON, a DVC metric)
+    epochs: Path  # every epoch's row (CSV, DVC plots)
+    grids: Path  # a folder: epoch_NNN.png per epoch
+    curves: Path  # the losses and validation curves (PNG)
+
+
 class Reporter:
-    def __init__(self, cfg: Config, val_data: torch.Tensor, metrics_dir: Path, checkpoint_dir: Path,
+    def __init__(self, cfg: Config, val_data: torch.Tensor, files: RunFiles, checkpoint_dir: Path,
                  dataset_hash: str, state: dict | None):
         self.cfg, self.val_data, self.dataset_hash = cfg, val_data, dataset_hash
-        self.checkpoint_dir, self.grids, self.curves = checkpoint_dir, metrics_dir / "grids", metrics_dir / "curves.png"
+        self.checkpoint_dir, self.grids, self.curves = checkpoint_dir, files.grids, files.curves
         self.best_path = checkpoint_dir / "best.pt"
         if not state:
             shutil.rmtree(self.grids, ignore_errors=True)  # a persisted output: stale grids of an older run go
@@ -43,7 +54,7 @@ class Reporter:
         environment = run_environment(device)
         self.run = MlflowRun(cfg, {"fid_extractor": self.scorer.name, "dataset_hash": dataset_hash, **environment},
                              run_id=state["mlflow_run_id"] if state else None)
-        self.log = EpochLog(metrics_dir, rows=state["rows"] if state else [],
+        self.log = EpochLog(files.metrics, files.epochs, rows=state["rows"] if state else [],
                             summary={**environment, "mlflow_run_id": self.run.run_id} if self.run.run_id else environment)
         self.best: dict | None = state["best"] if state else None
         self.last_row: dict = self.log.rows[-1] if self.log.rows else {}
@@ -80,9 +91,8 @@ class Reporter:
     def finish(self, model, model_path, best_model_path) -> None:
         """The final generator (also to MLflow, as the same file: runs:/<id>/model) and the best one."""
         generator_file.save(model.G, self.cfg, model.epoch, model_path)
-        if best_model_path:
-            with atomic_path(best_model_path) as tmp:
-                shutil.copyfile(self.best_path, tmp)
+        with atomic_path(best_model_path) as tmp:
+            shutil.copyfile(self.best_path, tmp)
         self.run.log_artifact(model_path, "model")
 
     def close(self) -> None:

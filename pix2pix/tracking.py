@@ -27,16 +27,16 @@ log = logging.getLogger(__name__)
 
 
 class EpochLog:
-    """metrics/<name>.json (last epoch, a DVC metric) and metrics/<name>_epochs.csv (DVC plots).
+    """A JSON of the last epoch (metrics/train.json, a DVC metric) and a CSV of every epoch
+    (metrics/train_epochs.csv, DVC plots).
 
     The JSON also holds `summary` values (the MLflow run id, the best epoch) that join DVC's record
     of a run to MLflow's.
     """
 
-    def __init__(self, metrics_dir: str | Path, name: str = "train", summary: dict | None = None,
+    def __init__(self, json_path: str | Path, csv_path: str | Path, summary: dict | None = None,
                  rows: list[dict] | None = None):
-        self.json_path = Path(metrics_dir) / f"{name}.json"
-        self.csv_path = Path(metrics_dir) / f"{name}_epochs.csv"
+        self.json_path, self.csv_path = Path(json_path), Path(csv_path)
         self.rows: list[dict] = list(rows or [])  # earlier epochs of a resumed run
         self.summary = dict(summary or {})
 

@@ -26,7 +26,7 @@ from pix2pix.errors import Pix2PixError
 from pix2pix.graphs import GraphedStep
 from pix2pix.losses import LOSS_NAMES, GANLoss, discriminator_loss, generator_loss
 from pix2pix.models import build_discriminator, build_generator
-from pix2pix.reporting import Reporter, Silent
+from pix2pix.reporting import Reporter, RunFiles, Silent
 from pix2pix.tracking import check_tracking_store
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class Pix2Pix:
 
 
 def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_path: str | Path,
-          metrics_dir: str | Path, best_model_path: str | Path | None = None) -> dict:
+          best_model_path: str | Path, files: RunFiles) -> dict:
     """Train for cfg.epochs, resuming an unfinished run in checkpoint_dir; returns the last epoch's metrics.
 
     Under torchrun every process trains on its shard of each epoch; the main one alone reads and
@@ -233,8 +233,7 @@ def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_
     """
     world, device = join(cfg)
     try:
-        return _train(cfg, world, device, Path(tiles_dir), Path(checkpoint_dir), model_path, Path(metrics_dir),
-                      best_model_path)
+        return _train(cfg, world, device, Path(tiles_dir), Path(checkpoint_dir), model_path, best_model_path, files)
     except RuntimeError as err:  # gloo and NCCL report a peer that stopped answering this way
         if world.size > 1 and "timed out" in str(err).lower():
             raise Pix2PixError(f"process {world.rank} waited more than train.dist_timeout_s={cfg.train.dist_timeout_s:g} s "
@@ -245,7 +244,7 @@ def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_
         leave(world)
 
 
-def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, metrics_dir, best_model_path) -> dict:
+def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, best_model_path, files) -> dict:
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -269,7 +268,7 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, metrics_di
         model.load_state_dict(state)
     checkpoints.seed_process(state, world.rank, cfg.seed)
     jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
-    reporter = Reporter(cfg, val_data.to(device), metrics_dir, checkpoint_dir, dataset_hash, state) if world.main else Silent()
+    reporter = Reporter(cfg, val_data.to(device), files, checkpoint_dir, dataset_hash, state) if world.main else Silent()
     row = reporter.last_row
     try:
         for epoch in range(model.epoch, cfg.epochs):

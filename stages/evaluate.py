@@ -1,6 +1,6 @@
 """DVC stage `evaluate`: final and best generators on the test tiles -> metrics/eval.json, eval_grid{,_best}.png.
 
-Usage (dvc.yaml): python -m stages.evaluate PARAMS MODEL BEST_MODEL TILES_DIR METRICS_DIR
+Usage (dvc.yaml): python -m stages.evaluate PARAMS MODEL BEST_MODEL TILES_DIR METRICS GRID BEST_GRID
 """
 
 import sys
@@ -11,8 +11,8 @@ from pix2pix.evaluation import evaluate
 
 
 @exit_on_error
-def main(params: str, model: str, best_model: str, tiles_dir: str, metrics_dir: str) -> None:
-    print(evaluate(load_config(params), model, tiles_dir, metrics_dir, best_model))
+def main(params: str, model: str, best_model: str, tiles_dir: str, metrics: str, grid: str, best_grid: str) -> None:
+    print(evaluate(load_config(params), model, best_model, tiles_dir, metrics, grid, best_grid))
 
 
 if __name__ == "__main__":

@@ -64,3 +64,19 @@ def two_runs(reproduced):
     path, env = reproduced
     run(["dvc", "exp", "run", "-S", "lambda_l1=50"], path, env)
     return path, env
+
+
+def stage_args(stage: str) -> list[str]:
+    """The arguments of a dvc.yaml stage's command after `python -m stages.X`: the paths it uses."""
+    import shlex
+
+    import yaml
+
+    return shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["cmd"])[3:]
+
+
+def run_files(folder: Path):
+    """A training's report files under `folder`, at the paths dvc.yaml's train stage gives them."""
+    from pix2pix.reporting import RunFiles
+
+    return RunFiles(*(folder / p for p in stage_args("train")[-4:]))

@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import nn
 
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, stage_args, tiny_overrides
 from dvc_project import write_params
 from pix2pix.config import load_config
 from pix2pix.data.synthetic import write_dataset
@@ -53,7 +53,7 @@ def tiles(tmp_path_factory):  # 6 train pairs: 3 steps per epoch at global batch
     return folder / "tiles"
 
 
-TRAIN_ARGS = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["cmd"])[3:]
+TRAIN_ARGS = stage_args("train")
 
 
 def train_stage(folder, tiles, nproc: int, env_extra: dict | None = None, check=True, **extra):

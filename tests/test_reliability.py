@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, run_files, tiny_overrides
 from dvc_project import init_repo, run
 from pix2pix import checkpoints, generator_file
 from pix2pix.config import load_config
@@ -41,7 +41,7 @@ def tiles(tmp_path_factory):
 
 
 def train_in(folder, tiles, cfg):
-    return train(cfg, tiles, folder / "checkpoints", folder / "generator.pt", folder / "metrics", folder / "best.pt")
+    return train(cfg, tiles, folder / "checkpoints", folder / "generator.pt", folder / "best.pt", run_files(folder))
 
 
 def stop_at_epoch(monkeypatch, epoch):

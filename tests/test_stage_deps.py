@@ -86,15 +86,16 @@ def test_the_closure_follows_lazy_imports_and_packages():
 
 
 def test_every_path_a_stage_uses_is_an_argument_of_its_command():
-    """dvc.yaml is the one source of paths: each stage's deps and outs outside the code appear in
-    its command (a stage's script names no path of its own)."""
+    """dvc.yaml is the one source of paths: each stage's deps, outs, metrics and plots outside the
+    code are arguments of its command (a stage's script names no path of its own)."""
     for name, spec in STAGES.items():
         args = shlex.split(spec["cmd"])[3:]
         ordering = STAGES["check_params"]["outs"][0]  # data/params.ok: a dep for ordering, never read
         declared = [p for p in spec.get("deps", []) if not p.endswith(".py") and p not in ordering]
-        declared += [next(iter(o)) if isinstance(o, dict) else o for o in spec.get("outs", [])]
+        declared += [next(iter(o)) if isinstance(o, dict) else o
+                     for kind in ("outs", "metrics", "plots") for o in spec.get(kind, [])]
         for path in declared:
-            assert any(path == a or path.startswith(a + "/") for a in args), f"{name}: {path} is not in its cmd"
+            assert path in args, f"{name}: {path} is not an argument of its cmd"
         source = module_file(shlex.split(spec["cmd"])[2]).read_text()
         assert not re.search(r"[\"'](data|models|metrics|checkpoints)/", source), f"{name}: a path in its script"
 

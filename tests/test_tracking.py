@@ -52,7 +52,7 @@ def test_curves_image_is_a_png_and_draws_the_fid_series(tmp_path):
 
 
 def test_epoch_log_keeps_summary_values_in_the_json_only(tmp_path):
-    log = EpochLog(tmp_path, summary={"mlflow_run_id": "abc"})
+    log = EpochLog(tmp_path / "train.json", tmp_path / "train_epochs.csv", summary={"mlflow_run_id": "abc"})
     log.add({"epoch": 1, "val_L1": 0.5}, best_epoch=1)
     log.add({"epoch": 2, "val_L1": 0.6}, best_epoch=1)
     assert json.loads((tmp_path / "train.json").read_text()) == {"epoch": 2, "val_L1": 0.6, "mlflow_run_id": "abc",
