@@ -31,7 +31,7 @@ from pix2pix.data.device_data import batches, load_split, split_pair
 from pix2pix.data.sources import direction_of
 from pix2pix.data.synthetic import write_dataset
 from pix2pix.data.tiles import build_tiles, read_manifest
-from pix2pix.distributed import CPU_NORM, World, device_name, epoch_order, join, launch, leave
+from pix2pix.distributed import World, device_name, epoch_order, join, launch, leave, norm_for
 from pix2pix.errors import exit_on_error
 from pix2pix.files import write_json
 from pix2pix.losses import GANLoss
@@ -340,8 +340,7 @@ def bench(cfg: Config, device: torch.device, batch_sizes: list[int], steps: int,
         if not scaling:
             return rows, summary, []
         params, overrides, nproc = scaling
-        if device.type == "cpu":  # distributed.check_processes: CPU processes cannot synchronise batch norm
-            overrides = {**overrides, "model.norm": CPU_NORM}
+        overrides = {**overrides, "model.norm": norm_for(cfg.model.norm, nproc, device.type)}
         fastest = max(rows[1:], key=lambda r: r["images_per_s"])["batch"]
         return rows, summary, scaling_rows(params, overrides, tiles, fastest, nproc, steps, warmup)
 

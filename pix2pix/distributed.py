@@ -57,12 +57,28 @@ def device_name(device: torch.device) -> str:
 CPU_NORM = "instance"  # what several CPU processes must use: SyncBatchNorm needs GPUs
 
 
-def check_processes(cfg: Config, count: int, device_type: str) -> None:
-    """The rule that depends on where `count` processes run (config checks the static ones: batch_size
-    a multiple of the processes, device auto, cuda or cpu)."""
-    if count > 1 and device_type == "cpu" and cfg.model.norm != CPU_NORM:
+def norm_for(norm: str, count: int, device_type: str) -> str:
+    """The norm `count` processes on `device_type` can train with: `norm`, except that several CPU
+    processes need instance norm (their batch statistics cannot be synchronised)."""
+    return CPU_NORM if count > 1 and device_type == "cpu" else norm
+
+
+def check_processes(cfg: Config, device_type: str, gpus: int) -> None:
+    """The rules that depend on the machine the processes run on (config.validate checks the static
+    ones: batch_size a multiple of the processes, device auto, cuda or cpu with several)."""
+    count, per_node = processes(cfg), cfg.train.nproc_per_node
+    if norm_for(cfg.model.norm, count, device_type) != cfg.model.norm:
         raise Pix2PixError(f"params.yaml: 'model.norm' is {cfg.model.norm}, which several CPU processes cannot "
                            f"synchronise (SyncBatchNorm needs GPUs); use model.norm: {CPU_NORM}, or one process")
+    if count > 1 and device_type == "cuda" and per_node > gpus:
+        raise Pix2PixError(f"params.yaml: 'train.nproc_per_node' is {per_node} but {gpus} GPUs are visible here; "
+                           "one process per GPU")
+
+
+def synchronised(module: torch.nn.Module, world: World, norm: str) -> torch.nn.Module:
+    """With several processes and batch norm, batch statistics over the global batch, as one process
+    at that batch would take them (SyncBatchNorm)."""
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module) if world.size > 1 and norm == "batch" else module
 
 
 def under_torchrun() -> bool:
@@ -104,7 +120,7 @@ def join(cfg: Config) -> tuple[World, torch.device]:
         raise Pix2PixError(f"torchrun started {world.size} processes but params.yaml asks for {processes(cfg)} "
                            "(train.nproc_per_node x train.nnodes); make them agree")
     device = pick_device(cfg.device)
-    check_processes(cfg, world.size, device.type)
+    check_processes(cfg, device.type, torch.cuda.device_count())
     if device.type == "cuda":  # config allows only auto or cuda here: each process takes its local rank's GPU
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
@@ -128,7 +144,7 @@ def epoch_order(n: int, epoch: int, seed: int, world: World) -> torch.Tensor:
 
 
 def wrap(module: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
-    """DDP around `module` when several processes train (batch norm synchronised first)."""
+    """DDP around `module` when several processes train (its batch norm `synchronised` first)."""
     if world.size == 1:
         return module
     ids = [device.index] if device.type == "cuda" else None

@@ -51,10 +51,8 @@ def processes_check(cfg) -> Check:
     if n == 1:
         return Check("processes", "ok", "1 (train.nproc_per_node x train.nnodes)")
     gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
-    if gpus and per_node > gpus:
-        return Check("processes", "FAIL", f"train.nproc_per_node is {per_node} but {gpus} GPUs are visible here")
     try:
-        check_processes(cfg, n, "cuda" if gpus else "cpu")
+        check_processes(cfg, "cuda" if gpus else "cpu", gpus)
     except Pix2PixError as err:
         return Check("processes", "FAIL", str(err).removeprefix("params.yaml: "))
     return Check("processes", "ok", f"{n} ({per_node} per machine x {cfg.train.nnodes}), "

@@ -21,7 +21,8 @@ from pix2pix.config import Config, decay_epochs, flatten
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.device_data import batches, load_split, pixels_hash, place, split_pair
 from pix2pix.data.sources import direction_of
-from pix2pix.distributed import World, epoch_order, from_main, gather, join, leave, max_, sum_, wrap
+from pix2pix.distributed import (World, epoch_order, from_main, gather, join, leave, max_, sum_, synchronised,
+                                 wrap)
 from pix2pix.errors import Pix2PixError
 from pix2pix.graphs import GraphedStep
 from pix2pix.losses import LOSS_NAMES, GANLoss, discriminator_loss, generator_loss
@@ -115,9 +116,7 @@ class Pix2Pix:
 
     def __init__(self, cfg: Config, device: torch.device, world: World = World()):
         self.cfg, self.device, self.world = cfg, device, world
-        G, D = build_generator(cfg), build_discriminator(cfg)
-        if world.size > 1 and cfg.model.norm == "batch":  # statistics of the global batch, as one process would
-            G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
+        G, D = (synchronised(net, world, cfg.model.norm) for net in (build_generator(cfg), build_discriminator(cfg)))
         self.G, self.D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
         self._plain_G: nn.Module | None = None
         self.gan = GANLoss(cfg.optim.gan_mode)

@@ -80,3 +80,15 @@ def test_cli_params_prints_values_and_fails_cleanly(tmp_path):
     bad = runner.invoke(app, ["params", str(write_params(tmp_path, lambda p: p.update(seed=-1)))])
     assert bad.exit_code == 1
     assert "'seed' is -1" in bad.output and "Traceback" not in bad.output
+
+
+def test_the_machine_dependent_process_rules_refuse_in_one_line():
+    from pix2pix.distributed import check_processes, norm_for
+
+    two = load_config(ROOT / "params.yaml", {"train.nproc_per_node": 2, "batch_size": 2})
+    with pytest.raises(Pix2PixError, match="'train.nproc_per_node' is 2 but 1 GPUs are visible here; one process per GPU"):
+        check_processes(two, "cuda", gpus=1)
+    check_processes(two, "cuda", gpus=2)  # one GPU each: fine
+    with pytest.raises(Pix2PixError, match="'model.norm' is batch, which several CPU processes cannot synchronise"):
+        check_processes(two, "cpu", gpus=0)
+    assert norm_for("batch", 2, "cpu") == "instance" and norm_for("batch", 1, "cpu") == norm_for("batch", 2, "cuda") == "batch"
