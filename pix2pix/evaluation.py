@@ -32,14 +32,15 @@ def generation_mode(G: torch.nn.Module, mode: str):
         G.load_state_dict({**G.state_dict(), **buffers})
 
 
-def generate(G: torch.nn.Module, pairs_uint8: torch.Tensor, mode: str, batch_size: int = 1):
+def generate(G: torch.nn.Module, pairs_uint8: torch.Tensor, mode: str):
     """uint8 (N, 6, H, W) pairs -> (inputs, outputs, targets) float in [-1, 1].
 
-    batch_size 1 in paper mode keeps batch-norm statistics per image (the paper tests at batch 1).
+    One image at a time: in paper mode batch norm then takes each image's own statistics (the
+    paper tests at batch 1).
     """
     inputs, targets = split_pair(to_unit(pairs_uint8))
     with generation_mode(G, mode):
-        outputs = torch.cat([G(inputs[i:i + batch_size]).float() for i in range(0, len(inputs), batch_size)])
+        outputs = torch.cat([G(inputs[i:i + 1]).float() for i in range(len(inputs))])
     return inputs, outputs, targets
 
 

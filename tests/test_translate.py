@@ -101,13 +101,24 @@ def test_paper_mode_is_repeatable_by_seed_changes_with_it_and_is_not_eval_mode(m
     assert not np.array_equal(first, translated("d", "--mode", "eval"))  # dropout and batch statistics matter
 
 
-def test_exported_torchscript_matches_the_eager_generator(model_files, tmp_path):
-    result = CliRunner().invoke(app, ["export", str(model_files / "generator.pt"), "--out", str(tmp_path / "g.ts")])
+@pytest.mark.parametrize("fmt,load", [
+    ("pt2", lambda path: torch.export.load(path).module()),
+    ("torchscript", torch.jit.load),
+])
+def test_the_exported_generator_matches_the_eager_one_at_any_batch(model_files, tmp_path, fmt, load):
+    out = tmp_path / f"g.{fmt}"
+    result = CliRunner().invoke(app, ["export", str(model_files / "generator.pt"), "--out", str(out), "--format", fmt])
     assert result.exit_code == 0, result.output
     G, _ = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
-    x = torch.rand(2, 3, 64, 64) * 2 - 1
-    with torch.no_grad():
-        torch.testing.assert_close(torch.jit.load(str(tmp_path / "g.ts"))(x), G.eval()(x))
+    exported = load(str(out))
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, 64, 64) * 2 - 1
+        with torch.no_grad():
+            torch.testing.assert_close(exported(x), G.eval()(x))
+    bad = CliRunner().invoke(app, ["export", str(model_files / "generator.pt"), "--out", str(tmp_path / "x"),
+                                   "--format", "onnx"])
+    assert bad.exit_code == 1 and "--format is 'onnx'; allowed: pt2, torchscript" in bad.output
+    assert not (tmp_path / "x").exists()
 
 
 def test_errors_are_one_line_and_debug_shows_the_traceback(model_files, tmp_path, monkeypatch):

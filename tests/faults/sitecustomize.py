@@ -41,7 +41,7 @@ if _url:
 _kill_image = os.environ.get("PIX2PIX_KILL_AT_IMAGE")
 if _kill_image:
     import io
-    import signal
+    import signal  # noqa: F811 (also imported above when a step fault is set)
 
     from PIL import Image
 
