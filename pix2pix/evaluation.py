@@ -32,16 +32,19 @@ def generation_mode(G: torch.nn.Module, mode: str):
         G.load_state_dict({**G.state_dict(), **buffers})
 
 
-def generate(G: torch.nn.Module, pairs_uint8: torch.Tensor, mode: str):
-    """uint8 (N, 6, H, W) pairs -> (inputs, outputs, targets) float in [-1, 1].
-
-    One image at a time: in paper mode batch norm then takes each image's own statistics (the
-    paper tests at batch 1).
-    """
-    inputs, targets = split_pair(to_unit(pairs_uint8))
+def apply(G: torch.nn.Module, inputs: torch.Tensor, mode: str, batch_size: int) -> torch.Tensor:
+    """G on float inputs in `mode`; paper mode one image at a time, so that batch norm takes each
+    image's own statistics (the paper tests at batch 1)."""
+    step = 1 if mode == "paper" else batch_size
     with generation_mode(G, mode):
-        outputs = torch.cat([G(inputs[i:i + 1]).float() for i in range(len(inputs))])
-    return inputs, outputs, targets
+        return torch.cat([G(inputs[i:i + step]).float() for i in range(0, len(inputs), step)])
+
+
+def generate(G: torch.nn.Module, pairs_uint8: torch.Tensor, mode: str):
+    """uint8 (N, 6, H, W) pairs -> (inputs, outputs, targets) float in [-1, 1], one image at a time
+    in either mode (the numbers do not depend on a batch size)."""
+    inputs, targets = split_pair(to_unit(pairs_uint8))
+    return inputs, apply(G, inputs, mode, 1), targets
 
 
 def image_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:

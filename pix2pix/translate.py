@@ -22,7 +22,7 @@ from pix2pix.data.masks import PALETTE, colorize
 from pix2pix.data.pairs import IMAGE_EXTS, read_rgb
 from pix2pix.data.sources import DATASETS
 from pix2pix.errors import Pix2PixError
-from pix2pix.evaluation import generation_mode
+from pix2pix.evaluation import apply
 from pix2pix.files import atomic_path
 from pix2pix.tracking import project_tracking_uri
 
@@ -71,13 +71,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x
 
 
-def run(G: torch.nn.Module, x: torch.Tensor, mode: str, batch_size: int) -> torch.Tensor:
-    """G on a batch; in paper mode one image at a time (batch norm uses each image's own statistics)."""
-    step = 1 if mode == "paper" else batch_size
-    with generation_mode(G, mode):
-        return torch.cat([G(x[i:i + step]).float() for i in range(0, len(x), step)])
-
-
 def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size: int) -> torch.Tensor:
     """Overlapping size x size tiles (a quarter overlap), blended with a Hann window."""
     x = pad_to_multiple(x, size)
@@ -92,7 +85,7 @@ def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size:
     weight = (window[:, None] * window[None, :])[None, None]
     out, total = torch.zeros_like(x), torch.zeros_like(x[:, :1])
     tiles = torch.cat([x[:, :, t:t + size, l:l + size] for t, l in boxes])
-    for (t, l), y in zip(boxes, run(G, tiles, mode, batch_size)):
+    for (t, l), y in zip(boxes, apply(G, tiles, mode, batch_size)):
         out[:, :, t:t + size, l:l + size] += y * weight[0]
         total[:, :, t:t + size, l:l + size] += weight[0]
     return out / total
@@ -103,7 +96,7 @@ def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, b
     x = to_unit(torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device))
     h, w = x.shape[-2:]
     if max(h, w) <= MAX_WHOLE * size:
-        y = run(G, pad_to_multiple(x, size), mode, batch_size)
+        y = apply(G, pad_to_multiple(x, size), mode, batch_size)
     else:
         y = tiled(G, x, size, mode, batch_size)
     return to_uint8(y[:, :, :h, :w])[0].permute(1, 2, 0).cpu().numpy()
