@@ -8,6 +8,7 @@ every `train.log_every` steps (for the progress bar) and at the end of each epoc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -269,9 +270,14 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, best_model
     jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
     reporter = Reporter(cfg, val_data.to(device), files, checkpoint_dir, dataset_hash, state) if world.main else Silent()
     row = reporter.last_row
+    # one bar for the whole run (its ETA is the run's), restarted where a resumed run stopped
+    epoch_images = len(epoch_order(len(train_data), 0, cfg.seed, world)) * world.size
+    bar = tqdm(total=cfg.epochs * epoch_images, initial=model.epoch * epoch_images, unit="img",
+               desc=f"epoch {model.epoch + 1}/{cfg.epochs}", disable=not world.main)
     try:
         for epoch in range(model.epoch, cfg.epochs):
-            row = {"epoch": epoch + 1, "lr": model.lr, **train_epoch(model, jitter, train_data, cfg, reporter.log_step_losses)}
+            row = {"epoch": epoch + 1, "lr": model.lr,
+                   **train_epoch(model, jitter, train_data, cfg, reporter.log_step_losses, bar)}
             model.end_epoch()
             reporter.epoch(model, row)
             if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
@@ -279,16 +285,19 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, best_model
                 reporter.checkpoint({**model.state_dict(), "rng": rngs, **reporter.state()})
         reporter.finish(model, model_path, best_model_path)
     finally:
+        bar.close()
         reporter.close()
     return row
 
 
-def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Config, on_log=lambda losses, step: None) -> dict:
+def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Config, on_log=lambda losses, step: None,
+                bar: tqdm | None = None) -> dict:
     """One pass over this process's shard of `data` in a fresh random order; returns mean losses
     (over all processes) and images/s.
 
-    Every `train.log_every` steps the losses are read from the device once: the progress bar shows
-    the epoch's running means and `on_log(losses, step)` gets the means since the previous read.
+    Every `train.log_every` steps the losses are read from the device once: the progress bar (the
+    run's, or one for this epoch) shows the epoch's running means and `on_log(losses, step)` gets
+    the means since the previous read.
     """
     world, device = model.world, model.device
     order = epoch_order(len(data), model.epoch, cfg.seed, world)
@@ -303,8 +312,12 @@ def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Con
     start = time.perf_counter()
     model.G.train()
     model.D.train()
-    with tqdm(total=epoch_images, desc=f"epoch {model.epoch + 1}/{cfg.epochs}", unit="img", leave=False,
-              disable=not world.main) as bar:
+    desc = f"epoch {model.epoch + 1}/{cfg.epochs}"
+    own = bar is None
+    if own:
+        bar = tqdm(total=epoch_images, unit="img", leave=False, disable=not world.main)
+    bar.set_description(desc)
+    with bar if own else contextlib.nullcontext():
         for step, batch in enumerate(batches(data, order, cfg.batch_size // world.size, device)):
             batch = jitter(batch)
             real_a, real_b = split_pair(batch.contiguous(memory_format=torch.channels_last))

@@ -2,13 +2,15 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, tiny_overrides
 from dvc_project import overridden
+from pix2pix.config import load_config
 from pix2pix.curves import save_curves
 from pix2pix.data.augment import PairJitter
 from pix2pix.reporting import better
@@ -95,3 +97,19 @@ def test_the_store_without_given_params_is_the_one_the_project_params_file_names
     (tmp_path / "params.yaml").write_text(overridden((ROOT / "params.yaml").read_text(),
                                                      {"mlflow.tracking_uri": "sqlite:///elsewhere.db"}))
     assert project_tracking_uri() == tracking_uri(None) == f"sqlite:///{tmp_path}/elsewhere.db"
+
+
+def test_the_progress_bar_covers_the_whole_run_with_its_eta(tmp_path, capsys):
+    from conftest import run_files
+    from pix2pix.data.synthetic import write_dataset
+    from pix2pix.data.tiles import build_tiles
+    from pix2pix.trainer import train
+
+    cfg = load_config(ROOT / "params.yaml", tiny_overrides(**{"mlflow.enabled": False}))
+    write_dataset(tmp_path / "raw", 24, 0)
+    build_tiles(tmp_path / "raw", tmp_path / "tiles", cfg)
+    train(cfg, tmp_path / "tiles", tmp_path / "ck", tmp_path / "g.pt", tmp_path / "b.pt", run_files(tmp_path))
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert "36/36 [" in err and "18/36 [" in err  # 18 images an epoch, counted over both epochs
+    assert re.search(r"18/36 \[\d\d:\d\d<\d\d:\d\d", err)  # half-way: elapsed<remaining of the run
