@@ -149,8 +149,12 @@ def translate(model: str = typer.Argument(..., help="models/generator.pt, checkp
                                                      "paper tests; eval: deterministic eval mode"),
               batch_size: int = typer.Option(8, help="tiles per forward pass in eval mode"),
               device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
-              seed: int = typer.Option(0, help="seed of the dropout noise in paper mode")) -> None:
-    """Translate your own images with a trained generator; any size (padded or tiled).
+              seed: int = typer.Option(0, help="seed of the dropout noise in paper mode"),
+              scale: str = typer.Option("train", help="train: at the scale the model was trained on, resized back "
+                                                      "to the input's size; native: at the input's own resolution"),
+              max_pixels: int = typer.Option(4_000_000, help="native scale: larger images are generated in "
+                                                             "blended tiles instead of whole")) -> None:
+    """Translate your own images with a trained generator; any size and aspect ratio.
 
     Cars take a class-id mask (grey, ids 0-4) or a colour mask; other datasets their input image.
     Example: pix2pix translate models/generator.pt my_masks/ --out translated/
@@ -160,7 +164,7 @@ def translate(model: str = typer.Argument(..., help="models/generator.pt, checkp
 
     if mode not in ("paper", "eval"):
         raise Pix2PixError(f"--mode is {mode!r}; allowed: paper, eval")
-    for path in run_translate(model, inputs, out, mode, batch_size, pick_device(device), seed):
+    for path in run_translate(model, inputs, out, mode, batch_size, pick_device(device), seed, scale, max_pixels):
         typer.echo(path)
 
 

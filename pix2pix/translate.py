@@ -1,9 +1,14 @@
 """Apply a trained generator to a user's own images (`pix2pix translate`) and export it (`pix2pix export`).
 
-Any size and aspect ratio: an image up to MAX_WHOLE times the training size per side is padded
-(reflect) to a multiple of the size the U-Net halves down to 1 pixel, run whole and cropped back;
-a larger one is cut into overlapping tiles of the training size whose outputs are blended with a
-smooth window, so no seams show.
+Any size and aspect ratio, at one of two scales:
+
+- train (default): a model sees the world at the scale it was trained on, so the image is resized
+  as the training tiles were (shorter side to the training size), generated in squares of the
+  training size (one for a square image; overlapping and blended along the longer side), and the
+  output resized back to the input's size.
+- native: the image at its own resolution: whole (padded to a multiple of the size the U-Net
+  halves down to 1 pixel, then cropped back) when it has at most `max_pixels`, else in overlapping
+  tiles of the training size blended with a smooth window, so no seams show.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from pix2pix.evaluation import apply
 from pix2pix.files import atomic_path
 from pix2pix.tracking import project_tracking_uri
 
-MAX_WHOLE = 4  # sides up to 4 x image_size run in one pass; larger images are tiled
+SCALES = ("train", "native")
+MAX_PIXELS = 4_000_000  # native scale: larger images are tiled (a whole pass needs ~1 GB per megapixel at ngf 64)
 
 
 def load_model(source: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -72,8 +78,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size: int) -> torch.Tensor:
-    """Overlapping size x size tiles (a quarter overlap), blended with a Hann window."""
-    x = pad_to_multiple(x, size)
+    """Overlapping size x size tiles (a quarter overlap or more), blended with a Hann window."""
+    if min(x.shape[-2:]) < size:
+        x = pad_to_multiple(x, size)
     _, _, h, w = x.shape
     stride = size * 3 // 4
 
@@ -91,15 +98,22 @@ def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size:
     return out / total
 
 
-def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, batch_size: int,
-                    device: torch.device) -> np.ndarray:
-    x = to_unit(torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device))
-    h, w = x.shape[-2:]
-    if max(h, w) <= MAX_WHOLE * size:
-        y = apply(G, pad_to_multiple(x, size), mode, batch_size)
+def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, batch_size: int, device: torch.device,
+                    scale: str = "train", resample=Image.BICUBIC, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """(H, W, 3) uint8 in, (H, W, 3) uint8 out. `resample` resizes the input at train scale: NEAREST
+    for label maps and masks (as prepare does), so that no blended colours appear."""
+    h, w = rgb.shape[:2]
+    if scale == "train":
+        k = size / min(h, w)
+        rgb = np.asarray(Image.fromarray(rgb).resize((max(size, round(w * k)), max(size, round(h * k))), resample))
+    x = to_unit(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device))
+    xh, xw = x.shape[-2:]
+    if scale == "native" and xh * xw <= max_pixels:
+        y = apply(G, pad_to_multiple(x, size), mode, batch_size)[:, :, :xh, :xw]
     else:
-        y = tiled(G, x, size, mode, batch_size)
-    return to_uint8(y[:, :, :h, :w])[0].permute(1, 2, 0).cpu().numpy()
+        y = tiled(G, x, size, mode, batch_size)[:, :, :xh, :xw]
+    out = to_uint8(y)[0].permute(1, 2, 0).cpu().numpy()
+    return out if (xh, xw) == (h, w) else np.asarray(Image.fromarray(out).resize((w, h), Image.BICUBIC))
 
 
 def input_files(inputs: list[Path]) -> list[Path]:
@@ -117,17 +131,21 @@ def input_files(inputs: list[Path]) -> list[Path]:
 
 
 def translate(source: str, inputs: list[Path], out_dir: Path, mode: str = "paper", batch_size: int = 8,
-              device: torch.device | str = "cpu", seed: int = 0) -> list[Path]:
+              device: torch.device | str = "cpu", seed: int = 0, scale: str = "train",
+              max_pixels: int = MAX_PIXELS) -> list[Path]:
     """Translate every image in `inputs` to out_dir/<name>.png; returns the written paths."""
+    if scale not in SCALES:
+        raise Pix2PixError(f"--scale is {scale!r}; allowed: {', '.join(SCALES)}")
     device = torch.device(device)
     G, info = load_model(source, device)
+    resample = Image.NEAREST if DATASETS[info["dataset"]].layout == "masks" else Image.BICUBIC
     files = input_files(inputs)
     torch.manual_seed(seed)  # paper mode keeps dropout on: the same seed gives the same images
     written = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="translate", unit="img"):
         rgb = read_input(path, info["dataset"])
-        result = translate_image(G, rgb, info["image_size"], mode, batch_size, device)
+        result = translate_image(G, rgb, info["image_size"], mode, batch_size, device, scale, resample, max_pixels)
         target = out_dir / f"{path.stem}.png"
         with atomic_path(target) as tmp:  # an interrupted run leaves whole images only
             Image.fromarray(result).save(tmp, format="PNG")

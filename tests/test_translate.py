@@ -37,9 +37,11 @@ def test_any_size_comes_back_at_its_size_whole_or_tiled(model_files):
     G, info = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
     assert info == {"image_size": 64, "dataset": "synthetic"}
     rng = np.random.default_rng(0)
-    for h, w in ((37, 50), (64, 64), (90, 300)):  # 300 > 4 x 64: tiled
-        out = translate_image(G, rng.integers(0, 255, (h, w, 3), dtype=np.uint8), 64, "eval", 4, torch.device("cpu"))
-        assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    for scale in ("train", "native"):
+        for h, w in ((37, 50), (64, 64), (90, 300)):  # native: 90 x 300 is over max_pixels, so tiled
+            rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+            out = translate_image(G, rgb, 64, "eval", 4, torch.device("cpu"), scale, max_pixels=64 * 64 * 4)
+            assert out.shape == (h, w, 3) and out.dtype == np.uint8
 
 
 def test_tiles_blend_back_into_the_image_without_seams():
@@ -62,6 +64,44 @@ def test_a_real_generator_tiled_gives_each_tile_its_own_output_blended_where_til
     low, high = torch.minimum(own[0][..., 48:], own[1][..., :16]), torch.maximum(own[0][..., 48:], own[1][..., :16])
     assert bool(((overlap >= low - 1e-6) & (overlap <= high + 1e-6)).all())
     assert not torch.allclose(overlap, own[0][..., 48:]) and not torch.allclose(overlap, own[1][..., :16])
+
+
+class TileStatistics(nn.Module):
+    """What batch norm in paper mode does to each tile: normalises it by its own statistics (here
+    its mean), so that neighbouring tiles come out shifted against each other."""
+
+    def forward(self, x):
+        return x - x.mean(dim=(1, 2, 3), keepdim=True)
+
+
+def border_jump_ratio(out: torch.Tensor, size: int) -> float:
+    """Mean jump between neighbouring columns where a tile begins or ends, over the median jump."""
+    jumps = (out[..., 1:] - out[..., :-1]).abs().mean(dim=(0, 1, 2))
+    width = out.shape[-1]
+    lefts = sorted({*range(0, width - size, size * 3 // 4), width - size})
+    borders = [left - 1 for left in lefts[1:]] + [left + size - 1 for left in lefts[:-1]]
+    return float(jumps[borders].mean() / jumps.median())
+
+
+def test_native_tiles_show_no_seam_even_where_each_tile_is_normalised_on_its_own(monkeypatch):
+    ramp = torch.linspace(-1, 1, 400).expand(1, 3, 64, 400)  # a smooth image: every jump inside is the same
+    out = tiled(TileStatistics(), ramp, 64, "paper", 4)
+    assert border_jump_ratio(out, 64) < 2  # the tiles' shifts blend in: no jump where a tile starts or ends
+    monkeypatch.setattr(torch, "hann_window", lambda n, periodic=False, device=None: torch.ones(n, device=device))
+    hard = tiled(TileStatistics(), ramp, 64, "paper", 4)  # the same tiles averaged without a window
+    assert border_jump_ratio(hard, 64) > 10  # what the check catches: a seam at every tile border
+
+
+def test_train_scale_generates_at_the_training_size_and_resizes_back(model_files):
+    G, _ = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
+    rgb = np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    out = translate_image(G, rgb, 64, "eval", 4, torch.device("cpu"), "train")
+    small = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.BICUBIC))
+    with torch.no_grad():
+        y = G.eval()(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1)
+    expected = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    assert out.shape == rgb.shape
+    assert np.array_equal(out, np.asarray(Image.fromarray(expected).resize((256, 256), Image.BICUBIC)))
 
 
 def test_training_checkpoint_and_generator_file_give_the_same_model(model_files):
