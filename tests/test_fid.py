@@ -1,5 +1,7 @@
 """FID: clean-fid's pipeline with the offline TF-Inception port (no internet needed)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -42,12 +44,10 @@ def degraded(src, dest, blur):
 
 def folder_fid(generated, reference, extractor) -> tuple[float, str]:
     """FID between two image folders with fid.py's own pieces: (value, extractor name)."""
-    from cleanfid.fid import frechet_distance
-
     model, name = extractor
     mu, sigma = fid.statistics(fid.folder_features(generated, model))
     ref_mu, ref_sigma = fid.statistics(fid.folder_features(reference, model))
-    return float(frechet_distance(mu, sigma, ref_mu, ref_sigma)), name
+    return fid.fid_value(mu, sigma, ref_mu, ref_sigma), name
 
 
 def test_fid_of_a_set_against_itself_is_zero(photos, extractor):
@@ -121,9 +121,11 @@ def as_tensor(folder) -> torch.Tensor:
 
 def test_scorer_on_tensors_matches_fid_on_folders(photos, tmp_path):
     images = as_tensor(photos)
-    scorer = fid.FidScorer(images, "offline", "cpu", tmp_path / "cache")
-    try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 16 images: singular covariances, TorchScript, yet no warning for users
+        scorer = fid.FidScorer(images, "offline", "cpu", tmp_path / "cache")
         assert abs(scorer(images)) < 1e-3
+    try:
         blurred = degraded(photos, tmp_path / "blurred", 2)
         expected, _ = folder_fid(blurred, photos, (scorer.model, scorer.name))
         assert scorer(as_tensor(blurred)) == pytest.approx(expected, abs=1e-3)
