@@ -265,6 +265,20 @@ def test_two_fresh_repos_at_different_paths_reproduce_bit_for_bit_on_cpu(tmp_pat
     assert first == second
 
 
+def test_a_temp_experiment_keeps_its_mlflow_run_in_the_workspace(tmp_path):
+    """`dvc exp run --temp` runs in a temporary copy too; its run lands in the workspace's store."""
+    import mlflow
+
+    env = init_repo(tmp_path, tiny_overrides(epochs=1, **{"optim.decay_share": 0.0}))
+    env.pop("MLFLOW_TRACKING_URI")  # params.yaml's relative sqlite:///mlflow.db
+    run(["dvc", "exp", "run", "--temp", "-n", "exp-temp", "-S", "lambda_l1=5"], tmp_path, env)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("pix2pix").experiment_id])
+    assert [(r.data.tags["dvc_exp_name"], r.data.params["lambda_l1"], r.info.status) for r in runs] == [
+        ("exp-temp", "5.0", "FINISHED")]
+    assert Path(runs[0].info.artifact_uri.removeprefix("file://")).is_dir()  # not in the deleted temp copy
+
+
 def wait_for_queue(path, env, count: int) -> str:
     """Block until `count` queued experiments have finished; returns `dvc queue status`."""
     import time
