@@ -59,6 +59,19 @@ def image_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, flo
     }
 
 
+def mean_target(pairs_uint8: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """The mean target image of the pairs (3, H, W) in [-1, 1]: the best constant guess in L2."""
+    total = sum(split_pair(to_unit(pairs_uint8[i:i + chunk]))[1].sum(0) for i in range(0, len(pairs_uint8), chunk))
+    return total / len(pairs_uint8)
+
+
+def mean_image_l1(mean: torch.Tensor, pairs_uint8: torch.Tensor, prefix: str) -> dict[str, float]:
+    """{prefix}_L1_mean_image: the L1 of answering every input with the mean training target, on the
+    same scale as {prefix}_L1, so a run shows how far above that floor its model is."""
+    targets = split_pair(to_unit(pairs_uint8))[1]
+    return {f"{prefix}_L1_mean_image": image_metrics(mean.to(targets.device).expand_as(targets), targets)["L1"]}
+
+
 def fid_scorer(pairs_uint8: torch.Tensor, kind: str, device) -> FidScorer:
     """FID against the targets of these pairs; their statistics are cached across runs."""
     return FidScorer(split_pair(to_unit(pairs_uint8))[1], kind, device, cache_dir("fid"))
@@ -102,11 +115,12 @@ def evaluate(cfg, model_path: str | Path, best_model_path: str | Path, tiles_dir
     device = pick_device(cfg.device)
     G, bundle = generator_file.load(model_path, device)
     test = load_split(tiles_dir, "test", bundle["direction"], device)
+    baseline = mean_image_l1(mean_target(load_split(tiles_dir, "train", bundle["direction"])), test, "test")
     scorer = fid_scorer(test, cfg.eval.fid_extractor, device)
     try:
         metrics = {**split_metrics(cfg, G, test, scorer, "test", Path(grid_path),
                                   f"test split, final generator (epoch {bundle['epoch']})"),
-                   "test_images": len(test)}
+                   "test_images": len(test), **baseline}
         G, bundle = generator_file.load(best_model_path, device)
         metrics.update(split_metrics(cfg, G, test, scorer, "best_test", Path(best_grid_path),
                                     f"test split, best epoch's generator (epoch {bundle['epoch']})"),

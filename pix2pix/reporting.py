@@ -18,7 +18,7 @@ import torch
 from pix2pix import checkpoints, generator_file
 from pix2pix.config import Config
 from pix2pix.curves import save_curves
-from pix2pix.evaluation import fid_scorer, save_grid, score
+from pix2pix.evaluation import fid_scorer, mean_image_l1, save_grid, score
 from pix2pix.files import atomic_path
 from pix2pix.tracking import EpochLog, MlflowRun, run_environment
 
@@ -43,7 +43,7 @@ class RunFiles:
 
 class Reporter:
     def __init__(self, cfg: Config, val_data: torch.Tensor, files: RunFiles, checkpoint_dir: Path,
-                 dataset_hash: str, state: dict | None):
+                 dataset_hash: str, state: dict | None, train_mean: torch.Tensor):
         self.cfg, self.val_data, self.dataset_hash = cfg, val_data, dataset_hash
         self.checkpoint_dir, self.grids, self.curves = checkpoint_dir, files.grids, files.curves
         self.best_path = checkpoint_dir / "best.pt"
@@ -54,8 +54,10 @@ class Reporter:
         environment = run_environment(device)
         self.run = MlflowRun(cfg, {"fid_extractor": self.scorer.name, "dataset_hash": dataset_hash, **environment},
                              run_id=state["mlflow_run_id"] if state else None)
+        baseline = mean_image_l1(train_mean, val_data, "val")
+        self.run.log_metrics(baseline, step=0)
         self.log = EpochLog(files.metrics, files.epochs, rows=state["rows"] if state else [],
-                            summary={**environment, "mlflow_run_id": self.run.run_id} if self.run.run_id else environment)
+                            summary={**environment, **baseline, **({"mlflow_run_id": self.run.run_id} if self.run.run_id else {})})
         self.best: dict | None = state["best"] if state else None
         self.last_row: dict = self.log.rows[-1] if self.log.rows else {}
 

@@ -25,6 +25,7 @@ from pix2pix.data.sources import direction_of
 from pix2pix.distributed import (World, epoch_order, from_main, gather, join, leave, max_, sum_, synchronised,
                                  wrap)
 from pix2pix.errors import Pix2PixError
+from pix2pix.evaluation import mean_target
 from pix2pix.graphs import GraphedStep
 from pix2pix.losses import LOSS_NAMES, GANLoss, discriminator_loss, generator_loss
 from pix2pix.models import build_discriminator, build_generator
@@ -268,7 +269,8 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, best_model
         model.load_state_dict(state)
     checkpoints.seed_process(state, world.rank, cfg.seed)
     jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
-    reporter = Reporter(cfg, val_data.to(device), files, checkpoint_dir, dataset_hash, state) if world.main else Silent()
+    reporter = (Reporter(cfg, val_data.to(device), files, checkpoint_dir, dataset_hash, state, mean_target(train_data))
+                if world.main else Silent())
     row = reporter.last_row
     # one bar for the whole run (its ETA is the run's), restarted where a resumed run stopped
     epoch_images = len(epoch_order(len(train_data), 0, cfg.seed, world)) * world.size

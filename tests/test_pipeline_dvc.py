@@ -29,7 +29,7 @@ def test_repro_writes_every_declared_output(reproduced):
     missing = [out for out in OUTS if not (path / out).exists()]
     assert not missing
     eval_metrics = json.loads((path / "metrics/eval.json").read_text())
-    assert {"test_L1", "test_PSNR", "test_SSIM", "test_FID", "best_test_FID", "best_epoch"} <= set(eval_metrics)
+    assert {"test_L1", "test_PSNR", "test_SSIM", "test_FID", "best_test_FID", "best_epoch", "test_L1_mean_image"} <= set(eval_metrics)
     train_metrics = json.loads((path / "metrics/train.json").read_text())
     assert eval_metrics["best_epoch"] == train_metrics["best_epoch"] in (1, 2)
     assert eval_metrics["fid_extractor"] == "offline"

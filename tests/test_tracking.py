@@ -109,7 +109,22 @@ def test_the_progress_bar_covers_the_whole_run_with_its_eta(tmp_path, capsys):
     write_dataset(tmp_path / "raw", 24, 0)
     build_tiles(tmp_path / "raw", tmp_path / "tiles", cfg)
     train(cfg, tmp_path / "tiles", tmp_path / "ck", tmp_path / "g.pt", tmp_path / "b.pt", run_files(tmp_path))
+    summary = json.loads(run_files(tmp_path).metrics.read_text())
+    assert 0 < summary["val_L1_mean_image"] < 1 and "val_L1" in summary  # the floor beside the model's L1
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err
     assert "36/36 [" in err and "18/36 [" in err  # 18 images an epoch, counted over both epochs
     assert re.search(r"18/36 \[\d\d:\d\d<\d\d:\d\d", err)  # half-way: elapsed<remaining of the run
+
+
+def test_the_mean_image_baseline_is_the_l1_of_answering_every_input_with_the_mean_target():
+    from pix2pix.evaluation import mean_image_l1, mean_target
+
+    train = torch.randint(0, 256, (70, 6, 8, 8), dtype=torch.uint8)  # more than one chunk of 64
+    val = torch.randint(0, 256, (5, 6, 8, 8), dtype=torch.uint8)
+    mean = train[:, 3:].float().div(127.5).sub(1).mean(0)
+    torch.testing.assert_close(mean_target(train), mean)
+    expected = ((mean.clamp(-1, 1) + 1) / 2 - (val[:, 3:].float() / 255)).abs().mean().item()
+    assert mean_image_l1(mean_target(train), val, "val") == {"val_L1_mean_image": pytest.approx(expected, abs=1e-6)}
+    same = train[:1].repeat(3, 1, 1, 1)  # every target the same image: the mean answers it exactly
+    assert mean_image_l1(mean_target(same), same, "test")["test_L1_mean_image"] == pytest.approx(0, abs=1e-6)
