@@ -73,7 +73,7 @@ def mean_image_l1(mean: torch.Tensor, pairs_uint8: torch.Tensor, prefix: str) ->
 
 
 def fid_scorer(pairs_uint8: torch.Tensor, kind: str, device) -> FidScorer:
-    """FID against the targets of these pairs; their statistics are cached across runs."""
+    """FID against the targets of these pairs; their features are cached across runs."""
     return FidScorer(split_pair(to_unit(pairs_uint8))[1], kind, device, cache_dir("fid"))
 
 

@@ -58,7 +58,7 @@ def atomic_dir(path: str | Path):
 
 
 def cache_dir(*parts: str) -> Path:
-    """$PIX2PIX_CACHE (default ~/.cache/pix2pix): partial downloads, FID reference statistics."""
+    """$PIX2PIX_CACHE (default ~/.cache/pix2pix): partial downloads, FID reference features."""
     return Path(os.environ.get("PIX2PIX_CACHE") or Path.home() / ".cache" / "pix2pix", *parts)
 
 

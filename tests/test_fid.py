@@ -45,9 +45,7 @@ def degraded(src, dest, blur):
 def folder_fid(generated, reference, extractor) -> tuple[float, str]:
     """FID between two image folders with fid.py's own pieces: (value, extractor name)."""
     model, name = extractor
-    mu, sigma = fid.statistics(fid.folder_features(generated, model))
-    ref_mu, ref_sigma = fid.statistics(fid.folder_features(reference, model))
-    return fid.fid_value(mu, sigma, ref_mu, ref_sigma), name
+    return fid.frechet(fid.folder_features(generated, model), fid.folder_features(reference, model)), name
 
 
 def test_fid_of_a_set_against_itself_is_zero(photos, extractor):
@@ -83,7 +81,7 @@ def test_the_offline_network_gives_the_pinned_features_and_fid(extractor, tmp_pa
     assert folder_fid(blurred, sharp, extractor)[0] == pytest.approx(PINNED_FID, rel=1e-3)
 
 
-def test_reference_statistics_are_cached_by_content(photos, extractor, tmp_path, monkeypatch):
+def test_reference_features_are_cached_by_content(photos, extractor, tmp_path, monkeypatch):
     cache, extractions, real = tmp_path / "cache", [], fid.folder_features
 
     def counted(folder, *args, **kwargs):
@@ -91,18 +89,32 @@ def test_reference_statistics_are_cached_by_content(photos, extractor, tmp_path,
         return real(folder, *args, **kwargs)
 
     monkeypatch.setattr(fid, "folder_features", counted)
-    first = fid.reference_statistics(photos, extractor[0], extractor[1], cache)
+    first = fid.reference_features(photos, extractor[0], extractor[1], cache)
     assert len(list(cache.iterdir())) == 1 and len(extractions) == 1
-    second = fid.reference_statistics(photos, extractor[0], extractor[1], cache)
+    second = fid.reference_features(photos, extractor[0], extractor[1], cache)
     assert len(extractions) == 1  # read from the cache: the network did not run again
-    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert np.array_equal(first, second)
     changed = tmp_path / "changed"
     changed.mkdir()
     for path in sorted(photos.iterdir())[:-1]:
         (changed / path.name).write_bytes(path.read_bytes())
     assert folder_hash(changed) != folder_hash(photos)
-    fid.reference_statistics(changed, extractor[0], extractor[1], cache)
+    fid.reference_features(changed, extractor[0], extractor[1], cache)
     assert len(extractions) == 2 and len(list(cache.iterdir())) == 2  # other content: computed, cached apart
+
+
+@pytest.mark.parametrize("n1,n2,d", [(3, 4, 2048), (16, 16, 2048), (100, 106, 2048), (40, 30, 8)])
+def test_frechet_equals_clean_fids_frechet_distance(n1, n2, d):
+    """The low-rank trace (fewer images than features) and the full-rank path (d=8) against
+    clean-fid's own sqrtm-based formula on the covariances."""
+    from cleanfid.fid import frechet_distance
+
+    rng = np.random.default_rng(n1)
+    f1, f2 = np.abs(rng.normal(0.3, 0.3, (n1, d))), np.abs(rng.normal(0.35, 0.3, (n2, d)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy: singular matrix, deprecated argument
+        theirs = frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    assert fid.frechet(f1, f2) == pytest.approx(theirs, rel=1e-5, abs=1e-3)
 
 
 def test_auto_uses_the_offline_port_when_clean_fid_weights_are_absent(tmp_path, monkeypatch):
