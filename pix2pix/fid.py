@@ -69,9 +69,13 @@ def build_extractor(kind: str = "auto", device: str | torch.device = "cpu"):
 
 @torch.no_grad()
 def folder_features(folder: str | Path, extractor, device="cpu", batch_size: int = 32) -> np.ndarray:
-    """clean-fid's own file loading and clean resize, then the extractor: (N, 2048) float64."""
-    return get_folder_features(str(folder), extractor, num_workers=0, batch_size=batch_size,
-                               device=torch.device(device), mode="clean", verbose=False)
+    """clean-fid's own file loading and clean resize, then the extractor: (N, 2048) float64.
+
+    Under a forked RNG: clean-fid's DataLoader draws its seed from torch's global generator, and
+    training's jitter and dropout must not depend on whether FID ran (or found its cache warm)."""
+    with torch.random.fork_rng(devices=[]):
+        return get_folder_features(str(folder), extractor, num_workers=0, batch_size=batch_size,
+                                   device=torch.device(device), mode="clean", verbose=False)
 
 
 def frechet(features1: np.ndarray, features2: np.ndarray) -> float:
