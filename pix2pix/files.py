@@ -14,6 +14,14 @@ import tempfile
 from pathlib import Path
 
 
+def _public(path: str | Path, mode: int) -> None:
+    """mkstemp/mkdtemp make private temp files (0600) and folders (0700); the output they become
+    gets the modes a plain open or mkdir would give it (`mode` less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
 def _fsync(path: str | Path) -> None:
     """Data on disk before the rename makes it visible: a crash leaves the old file or the new one."""
     with open(path, "rb+") as f:
@@ -30,6 +38,7 @@ def atomic_path(path: str | Path):
     try:
         yield Path(tmp)
         _fsync(tmp)
+        _public(tmp, 0o666)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -49,6 +58,7 @@ def atomic_dir(path: str | Path):
         for file in tmp.rglob("*"):
             if file.is_file() and not file.is_symlink():
                 _fsync(file)
+        _public(tmp, 0o777)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

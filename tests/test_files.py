@@ -104,3 +104,15 @@ def test_the_atomic_writer_check_finds_a_plain_write(tmp_path):
     (tmp_path / "m.py").write_text("def f(p, img):\n    img.save(p)\n\ndef g(p, img):\n"
                                    "    with atomic_path(p) as tmp:\n        img.save(tmp)\n")
     assert in_place_writes(tmp_path / "m.py") == [("f", 2)]
+
+
+def test_outputs_get_the_modes_of_a_plain_write_not_the_private_temp_ones(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        files.write_text(tmp_path / "out.txt", "x")
+        with files.atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "a.txt").write_text("a")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644  # mkstemp's file was 0600
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755  # mkdtemp's folder was 0700
