@@ -127,7 +127,7 @@ def test_auto_uses_the_offline_port_when_clean_fid_weights_are_absent(tmp_path, 
 
 def as_tensor(folder) -> torch.Tensor:
     """The images of a folder as one float batch in [-1, 1]."""
-    images = [torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1) for p in sorted(folder.iterdir())]
+    images = [torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in sorted(folder.iterdir())]
     return torch.stack(images).float() / 127.5 - 1
 
 

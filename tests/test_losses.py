@@ -50,6 +50,7 @@ def epoch_lrs(cfg) -> list[float]:
     return lrs
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")  # no steps: the schedule alone
 def test_the_paper_recipe_trains_100_epochs_at_2e_4_then_decays_over_100(tiny_cfg):
     """Pinned per epoch (1-based): 1-100 at 2e-4, epoch 100 + k at 2e-4 * (1 - k/101). The reference
     code is one epoch ahead (its epoch 100 + k trains at 2e-4 * (1 - (k+1)/101)): see linear_decay."""
@@ -61,6 +62,7 @@ def test_the_paper_recipe_trains_100_epochs_at_2e_4_then_decays_over_100(tiny_cf
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 3, 7, 10])
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")  # no steps: the schedule alone
 def test_any_epoch_count_is_valid_and_keeps_the_shape_without_a_second_override(epochs, tmp_path):
     """`-S epochs=N` alone: constant, then linear decay over the last half (rounded down)."""
     import yaml
