@@ -36,10 +36,20 @@ MAX_PIXELS = 4_000_000  # native scale: larger images are tiled (a whole pass ne
 
 
 def load_model(source: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """(G, {"image_size", "dataset"}) from models/generator*.pt, a training checkpoint
+    """(G, {"image_size", "dataset", "direction"}) from models/generator*.pt, a training checkpoint
     (checkpoints/last.pt or best.pt) or an MLflow run's copy of the generator file (runs:/<id>/model)."""
     G, bundle = generator_file.load(source if not source.startswith("runs:/") else run_file(source), device)
-    return G, {"image_size": bundle["image_size"], "dataset": bundle["dataset"]}
+    return G, {k: bundle[k] for k in ("image_size", "dataset", "direction")}
+
+
+# The tile half (A left, B right) that holds a label map, per dataset layout, as data/tiles.py builds
+# them: that half was resized nearest (no blended colours), the other bicubic.
+LABEL_HALF = {"masks": "AtoB", "ade20k": "AtoB", "cityscapes": "BtoA"}  # the direction whose input is that half
+
+
+def input_resample(dataset: str, direction: str):
+    """How the model's inputs were resized in training: nearest for label maps, else bicubic."""
+    return Image.NEAREST if LABEL_HALF.get(DATASETS[dataset].layout) == direction else Image.BICUBIC
 
 
 def run_file(source: str) -> Path:
@@ -105,8 +115,8 @@ def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, b
     h, w = rgb.shape[:2]
     if scale == "train":
         k = size / min(h, w)
-        rgb = np.asarray(Image.fromarray(rgb).resize((max(size, round(w * k)), max(size, round(h * k))), resample))
-    x = to_unit(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device))
+        rgb = np.array(Image.fromarray(rgb).resize((max(size, round(w * k)), max(size, round(h * k))), resample))
+    x = to_unit(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device))  # a writable copy
     xh, xw = x.shape[-2:]
     if scale == "native" and xh * xw <= max_pixels:
         y = apply(G, pad_to_multiple(x, size), mode, batch_size)[:, :, :xh, :xw]
@@ -138,7 +148,7 @@ def translate(source: str, inputs: list[Path], out_dir: Path, mode: str = "paper
         raise Pix2PixError(f"--scale is {scale!r}; allowed: {', '.join(SCALES)}")
     device = torch.device(device)
     G, info = load_model(source, device)
-    resample = Image.NEAREST if DATASETS[info["dataset"]].layout == "masks" else Image.BICUBIC
+    resample = input_resample(info["dataset"], info["direction"])
     files = input_files(inputs)
     torch.manual_seed(seed)  # paper mode keeps dropout on: the same seed gives the same images
     written = []
@@ -167,7 +177,8 @@ def export(source: str, out: Path, fmt: str = "pt2") -> Path:
     with torch.no_grad(), atomic_path(out) as tmp:
         if fmt == "pt2":  # example batch 2: torch.export keeps a batch of 0 or 1 symbolic only from 2 up
             program = torch.export.export(G, (torch.zeros(2, 3, size, size),), dynamic_shapes=({0: torch.export.Dim.AUTO},))
-            torch.export.save(program, str(tmp))
+            with open(tmp, "wb") as f:  # a file object: given a path, torch.export wants it to end in .pt2
+                torch.export.save(program, f)
         else:
             torch.jit.trace(G, torch.zeros(1, 3, size, size)).save(str(tmp))
     return out

@@ -113,7 +113,7 @@ def test_the_final_generator_is_in_its_mlflow_run_as_weights_that_run_no_code(tw
     # `pix2pix translate runs:/<id>/model` reads it, with the run's image size and dataset
     via_uri, info = load_model(f"runs:/{run_id}/model", torch.device("cpu"))
     G, _ = generator_file.load(path / "models/generator.pt")
-    assert info == {"image_size": 64, "dataset": "synthetic"}
+    assert info == {"image_size": 64, "dataset": "synthetic", "direction": "AtoB"}
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         assert torch.equal(via_uri.eval()(x), G.eval()(x))

@@ -35,7 +35,7 @@ def model_files(tmp_path_factory):
 
 def test_any_size_comes_back_at_its_size_whole_or_tiled(model_files):
     G, info = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
-    assert info == {"image_size": 64, "dataset": "synthetic"}
+    assert info == {"image_size": 64, "dataset": "synthetic", "direction": "AtoB"}
     rng = np.random.default_rng(0)
     for scale in ("train", "native"):
         for h, w in ((37, 50), (64, 64), (90, 300)):  # native: 90 x 300 is over max_pixels, so tiled
@@ -92,11 +92,20 @@ def test_native_tiles_show_no_seam_even_where_each_tile_is_normalised_on_its_own
     assert border_jump_ratio(hard, 64) > 10  # what the check catches: a seam at every tile border
 
 
+def test_inputs_are_resized_as_training_resized_them_nearest_for_label_maps():
+    from pix2pix.translate import input_resample
+
+    assert input_resample("cars", "AtoB") == input_resample("ade20k-outdoor", "AtoB") == Image.NEAREST  # masks
+    assert input_resample("cars", "BtoA") == input_resample("cityscapes", "AtoB") == Image.BICUBIC  # photos
+    assert input_resample("cityscapes", "BtoA") == Image.NEAREST  # its label maps are the B half
+    assert input_resample("facades", "BtoA") == Image.BICUBIC  # A|B images: both halves bicubic
+
+
 def test_train_scale_generates_at_the_training_size_and_resizes_back(model_files):
     G, _ = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
     rgb = np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)
     out = translate_image(G, rgb, 64, "eval", 4, torch.device("cpu"), "train")
-    small = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.BICUBIC))
+    small = np.array(Image.fromarray(rgb).resize((64, 64), Image.BICUBIC))
     with torch.no_grad():
         y = G.eval()(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1)
     expected = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()

@@ -63,15 +63,18 @@ def test_sigterm_to_ui_stops_the_server_and_its_workers_and_frees_the_port(tmp_p
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     proc, first_line = start_ui(tmp_path, env)  # in this test's process group: the signal reaches `pix2pix ui` alone
     port = int(first_line.rsplit(":", 1)[1])
-    proc.send_signal(15)
-    proc.wait(timeout=60)  # it ends
-    deadline = time.monotonic() + 60
-    while True:  # the workers exit after their parent: poll until nobody listens
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                break
-        assert time.monotonic() < deadline, f"port {port} still served 60 s after SIGTERM to pix2pix ui"
-        time.sleep(0.5)  # a polling interval, not a timing assumption
+    try:
+        proc.send_signal(15)
+        proc.wait(timeout=60)  # it ends
+        deadline = time.monotonic() + 60
+        while True:  # the workers exit after their parent: poll until nobody listens
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) != 0:
+                    break
+            assert time.monotonic() < deadline, f"port {port} still served 60 s after SIGTERM to pix2pix ui"
+            time.sleep(0.5)  # a polling interval, not a timing assumption
+    finally:  # a failed check must not leave a server behind
+        subprocess.run(["pkill", "-f", "--", f"--port {port}"], check=False)
 
 
 def test_ui_prints_its_url_and_serves_the_store(ui_server):
