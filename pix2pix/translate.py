@@ -115,8 +115,8 @@ def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, b
     h, w = rgb.shape[:2]
     if scale == "train":
         k = size / min(h, w)
-        rgb = np.array(Image.fromarray(rgb).resize((max(size, round(w * k)), max(size, round(h * k))), resample))
-    x = to_unit(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(device))  # a writable copy
+        rgb = np.asarray(Image.fromarray(rgb).resize((max(size, round(w * k)), max(size, round(h * k))), resample))
+    x = to_unit(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].to(device))  # a copy: PIL's arrays are read-only
     xh, xw = x.shape[-2:]
     if scale == "native" and xh * xw <= max_pixels:
         y = apply(G, pad_to_multiple(x, size), mode, batch_size)[:, :, :xh, :xw]
