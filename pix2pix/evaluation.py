@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import kornia.metrics
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 from PIL import Image, ImageDraw
 
 from pix2pix import generator_file
@@ -17,34 +18,64 @@ from pix2pix.fid import FidScorer
 from pix2pix.files import atomic_path, cache_dir, write_json
 
 
-@contextlib.contextmanager
-def generation_mode(G: torch.nn.Module, mode: str):
-    """paper: as in the paper's test protocol, dropout on and batch statistics of the test batch;
-    eval: the usual deterministic eval mode. BatchNorm running stats are restored afterwards."""
+class PerImageStatistics:
+    """Paper-mode generation of a whole batch with the outputs that one train-mode pass per image
+    gives (the paper tests at batch 1): batch norm on one image is instance normalisation with the
+    batch norm's affine parameters, and each image's dropout masks come from its own generator.
+
+    G runs in eval mode, so its running statistics are not updated and its dropout is off; forward
+    hooks replace each batch norm's output by the per-image normalisation and apply the masks."""
+
+    def __init__(self, G: nn.Module):
+        self.generators: list[torch.Generator] = []
+        self.handles = [m.register_forward_hook(self.normalise) for m in G.modules()
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.handles += [m.register_forward_hook(self.drop) for m in G.modules() if isinstance(m, nn.Dropout)]
+
+    @staticmethod
+    def normalise(bn, args, out):
+        # into batch norm's own output: its memory format (channels_last) decides how dropout lays out masks
+        return out.copy_(F.instance_norm(args[0], weight=bn.weight, bias=bn.bias, eps=bn.eps))
+
+    def drop(self, dropout, args, out):
+        x = args[0]  # empty_like and bernoulli_ as torch's own CPU dropout draws them, image by image
+        keep = torch.cat([torch.empty_like(x[:1]).bernoulli_(1 - dropout.p, generator=g) for g in self.generators])
+        return x * keep.div_(1 - dropout.p)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def apply(G: nn.Module, inputs: torch.Tensor, mode: str, batch_size: int = 16, seed: int = 0) -> torch.Tensor:
+    """G on float inputs, `batch_size` at a time; the outputs do not depend on the batch size.
+
+    eval: the usual deterministic eval mode. paper: as the paper tests, dropout on and each image's
+    own batch statistics; image i's dropout masks are drawn from a generator seeded with seed + i,
+    so an image gets the same output in any batch, and the global random state is not touched."""
     was_training = G.training
-    buffers = {k: v.clone() for k, v in G.named_buffers()}
-    G.train(mode == "paper")
+    G.eval()
+    hooks = PerImageStatistics(G) if mode == "paper" else None
     try:
+        outputs = []
         with torch.no_grad():
-            yield
+            for start in range(0, len(inputs), batch_size):
+                batch = inputs[start:start + batch_size]
+                if hooks:
+                    hooks.generators = [torch.Generator(batch.device).manual_seed(seed + start + i)
+                                        for i in range(len(batch))]
+                outputs.append(G(batch).float())
+        return torch.cat(outputs)
     finally:
+        if hooks:
+            hooks.close()
         G.train(was_training)
-        G.load_state_dict({**G.state_dict(), **buffers})
 
 
-def apply(G: torch.nn.Module, inputs: torch.Tensor, mode: str, batch_size: int) -> torch.Tensor:
-    """G on float inputs in `mode`; paper mode one image at a time, so that batch norm takes each
-    image's own statistics (the paper tests at batch 1)."""
-    step = 1 if mode == "paper" else batch_size
-    with generation_mode(G, mode):
-        return torch.cat([G(inputs[i:i + step]).float() for i in range(0, len(inputs), step)])
-
-
-def generate(G: torch.nn.Module, pairs_uint8: torch.Tensor, mode: str):
-    """uint8 (N, 6, H, W) pairs -> (inputs, outputs, targets) float in [-1, 1], one image at a time
-    in either mode (the numbers do not depend on a batch size)."""
+def generate(G: nn.Module, pairs_uint8: torch.Tensor, mode: str, seed: int):
+    """uint8 (N, 6, H, W) pairs -> (inputs, outputs, targets) float in [-1, 1]."""
     inputs, targets = split_pair(to_unit(pairs_uint8))
-    return inputs, apply(G, inputs, mode, 1), targets
+    return inputs, apply(G, inputs, mode, seed=seed), targets
 
 
 def image_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -77,10 +108,11 @@ def fid_scorer(pairs_uint8: torch.Tensor, kind: str, device) -> FidScorer:
     return FidScorer(split_pair(to_unit(pairs_uint8))[1], kind, device, cache_dir("fid"))
 
 
-def score(G: torch.nn.Module, pairs_uint8: torch.Tensor, mode: str, scorer: FidScorer, prefix: str):
+def score(G: nn.Module, pairs_uint8: torch.Tensor, mode: str, scorer: FidScorer, prefix: str, seed: int):
     """G on the pairs: ({prefix}_L1, _PSNR, _SSIM, _FID and fid_extractor, (inputs, outputs, targets)).
-    The one scoring of a generator, for per-epoch validation and for the evaluate stage."""
-    inputs, outputs, targets = generate(G, pairs_uint8, mode)
+    The one scoring of a generator, for per-epoch validation and for the evaluate stage; `seed`
+    seeds paper mode's dropout (apply)."""
+    inputs, outputs, targets = generate(G, pairs_uint8, mode, seed)
     metrics = {f"{prefix}_{k}": v for k, v in image_metrics(outputs, targets).items()}
     if (fid := scorer(outputs)) is not None:
         metrics.update({f"{prefix}_FID": fid, "fid_extractor": scorer.name})
@@ -133,7 +165,6 @@ def evaluate(cfg, model_path: str | Path, best_model_path: str | Path, tiles_dir
 
 def split_metrics(cfg, G, test: torch.Tensor, scorer: FidScorer, prefix: str, grid_path: Path, title: str) -> dict:
     """score() of G on the test pairs, and a grid of the first samples."""
-    torch.manual_seed(cfg.seed)  # paper-mode generation keeps dropout on: make it repeatable
-    metrics, images = score(G, test, cfg.eval.generator_mode, scorer, prefix)
+    metrics, images = score(G, test, cfg.eval.generator_mode, scorer, prefix, cfg.seed)
     save_grid(images, cfg.eval.grid_samples, grid_path, title)
     return metrics

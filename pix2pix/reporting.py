@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from pix2pix import checkpoints, generator_file
-from pix2pix.config import Config
+from pix2pix.config import Config, training_precision
 from pix2pix.curves import save_curves
 from pix2pix.evaluation import fid_scorer, mean_image_l1, save_grid, score
 from pix2pix.files import atomic_path
@@ -51,7 +51,7 @@ class Reporter:
             shutil.rmtree(self.grids, ignore_errors=True)  # a persisted output: stale grids of an older run go
         device = val_data.device
         self.scorer = fid_scorer(val_data, cfg.eval.fid_extractor, device)
-        environment = run_environment(device)
+        environment = run_environment(device, training_precision(cfg, device.type))
         self.run = MlflowRun(cfg, {"fid_extractor": self.scorer.name, "dataset_hash": dataset_hash, **environment},
                              run_id=state["mlflow_run_id"] if state else None)
         baseline = mean_image_l1(train_mean, val_data, "val")
@@ -63,7 +63,8 @@ class Reporter:
 
     def epoch(self, model, row: dict) -> None:
         """Validate the epoch's generator, keep it if best, write the grid and log the row."""
-        metrics, images = score(model.generator(), self.val_data, self.cfg.eval.generator_mode, self.scorer, "val")
+        metrics, images = score(model.generator(), self.val_data, self.cfg.eval.generator_mode, self.scorer, "val",
+                                self.cfg.seed)
         row.update(metrics)
         if better(row, self.best):
             self.best = row

@@ -87,7 +87,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x
 
 
-def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size: int) -> torch.Tensor:
+def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size: int, seed: int = 0) -> torch.Tensor:
     """Overlapping size x size tiles (a quarter overlap or more), blended with a Hann window."""
     if min(x.shape[-2:]) < size:
         x = pad_to_multiple(x, size)
@@ -102,16 +102,18 @@ def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size:
     weight = (window[:, None] * window[None, :])[None, None]
     out, total = torch.zeros_like(x), torch.zeros_like(x[:, :1])
     tiles = torch.cat([x[:, :, t:t + size, l:l + size] for t, l in boxes])
-    for (t, l), y in zip(boxes, apply(G, tiles, mode, batch_size)):
+    for (t, l), y in zip(boxes, apply(G, tiles, mode, batch_size, seed)):
         out[:, :, t:t + size, l:l + size] += y * weight[0]
         total[:, :, t:t + size, l:l + size] += weight[0]
     return out / total
 
 
 def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, batch_size: int, device: torch.device,
-                    scale: str = "train", resample=Image.BICUBIC, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+                    scale: str = "train", resample=Image.BICUBIC, max_pixels: int = MAX_PIXELS,
+                    seed: int = 0) -> np.ndarray:
     """(H, W, 3) uint8 in, (H, W, 3) uint8 out. `resample` resizes the input at train scale: NEAREST
-    for label maps and masks (as prepare does), so that no blended colours appear."""
+    for label maps and masks (as prepare does), so that no blended colours appear. `seed` seeds
+    paper mode's dropout: an image's output does not depend on the other images translated."""
     h, w = rgb.shape[:2]
     if scale == "train":
         k = size / min(h, w)
@@ -119,9 +121,9 @@ def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, b
     x = to_unit(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].to(device))  # a copy: PIL's arrays are read-only
     xh, xw = x.shape[-2:]
     if scale == "native" and xh * xw <= max_pixels:
-        y = apply(G, pad_to_multiple(x, size), mode, batch_size)[:, :, :xh, :xw]
+        y = apply(G, pad_to_multiple(x, size), mode, batch_size, seed)[:, :, :xh, :xw]
     else:
-        y = tiled(G, x, size, mode, batch_size)[:, :, :xh, :xw]
+        y = tiled(G, x, size, mode, batch_size, seed)[:, :, :xh, :xw]
     out = to_uint8(y)[0].permute(1, 2, 0).cpu().numpy()
     return out if (xh, xw) == (h, w) else np.asarray(Image.fromarray(out).resize((w, h), Image.BICUBIC))
 
@@ -150,12 +152,12 @@ def translate(source: str, inputs: list[Path], out_dir: Path, mode: str = "paper
     G, info = load_model(source, device)
     resample = input_resample(info["dataset"], info["direction"])
     files = input_files(inputs)
-    torch.manual_seed(seed)  # paper mode keeps dropout on: the same seed gives the same images
     written = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="translate", unit="img"):
         rgb = read_input(path, info["dataset"])
-        result = translate_image(G, rgb, info["image_size"], mode, batch_size, device, scale, resample, max_pixels)
+        result = translate_image(G, rgb, info["image_size"], mode, batch_size, device, scale, resample, max_pixels,
+                                 seed)
         target = out_dir / f"{path.stem}.png"
         with atomic_path(target) as tmp:  # an interrupted run leaves whole images only
             Image.fromarray(result).save(tmp, format="PNG")
