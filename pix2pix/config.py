@@ -58,6 +58,7 @@ class TrainConfig:
     device_data_gb: float
     compile: bool
     cuda_graphs: bool
+    precision: Literal["bf16", "fp32"]  # on CUDA; CPU trains in fp32 (training_precision)
     checkpoint_every: int
     resume: Literal["auto", "never"]
     max_nonfinite_steps: int
@@ -155,6 +156,13 @@ def result_params(cfg_or_flat) -> dict[str, object]:
 def processes(cfg: Config) -> int:
     """Training processes: train.nproc_per_node on each of train.nnodes machines."""
     return cfg.train.nproc_per_node * cfg.train.nnodes
+
+
+def training_precision(cfg: Config, device_type: str) -> str:
+    """What a run trains in: train.precision on CUDA (bf16 autocast, or fp32 with cuDNN's default
+    TF32 convolutions, as the reference runs on recent GPUs); fp32 on CPU whatever it says, where
+    bf16 autocast is slower and not what the committed runs used."""
+    return cfg.train.precision if device_type == "cuda" else "fp32"
 
 
 def decay_epochs(cfg: Config) -> int:

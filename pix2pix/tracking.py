@@ -65,10 +65,11 @@ def git_tags() -> dict:
     return {"git_commit": commit or "unknown", "git_dirty": "unknown" if dirty is None else str(bool(dirty)).lower()}
 
 
-def run_environment(device) -> dict:
-    """What a run's numbers also depend on (README: Reproducibility): the device, the torch build
-    and the CPU threads torch uses. Recorded in metrics/train.json and as MLflow tags."""
-    return {"device": device_name(device), "torch_version": torch.__version__, "cpu_threads": torch.get_num_threads()}
+def run_environment(device, precision: str) -> dict:
+    """What a run's numbers also depend on (README: Reproducibility): the device, the precision it
+    trained in, the torch build and the CPU threads torch uses. In metrics/train.json and as MLflow tags."""
+    return {"device": device_name(device), "precision": precision, "torch_version": torch.__version__,
+            "cpu_threads": torch.get_num_threads()}
 
 
 def tracking_uri(cfg: Config | None) -> str:

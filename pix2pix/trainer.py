@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pix2pix import checkpoints
-from pix2pix.config import Config, decay_epochs, flatten
+from pix2pix.config import Config, decay_epochs, flatten, training_precision
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.device_data import batches, load_split, pixels_hash, place, split_pair
 from pix2pix.data.sources import direction_of
@@ -146,8 +146,9 @@ class Pix2Pix:
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
         self.epoch = 0  # epochs completed
         self.steps = 0  # optimisation steps taken
-        # bf16 autocast on CUDA needs no grad scaler; fp32 on CPU. No cast cache: graphs forbid it.
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda, cache_enabled=False)
+        # bf16 autocast needs no grad scaler. No cast cache: graphs forbid it.
+        bf16 = training_precision(cfg, device.type) == "bf16"
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)
 
     def step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
         """One D update then one G update; returns the detached losses [G_GAN, G_L1, D_real, D_fake]."""

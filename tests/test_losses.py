@@ -148,3 +148,26 @@ def test_cuda_graph_steps_match_eager_steps(tiny_cfg):
     torch.testing.assert_close(graph_losses, eager_losses, rtol=2e-2, atol=2e-3)
     for g, e in zip(graph_w, eager_w):
         torch.testing.assert_close(g, e, rtol=2e-2, atol=2e-4)
+
+
+def autocast_dtype(model: Pix2Pix) -> torch.dtype:
+    """The dtype G's first convolution computes in under the model's training autocast."""
+    with model.autocast:
+        return model.G.model.model[0](torch.zeros(1, 3, 64, 64, device=model.device)).dtype
+
+
+def test_train_precision_is_bf16_autocast_on_cuda_and_always_fp32_on_cpu(tiny_cfg):
+    from pix2pix.config import training_precision
+
+    fp32 = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, precision="fp32"))
+    assert tiny_cfg.train.precision == "bf16"  # params.yaml's default
+    assert (training_precision(tiny_cfg, "cuda"), training_precision(fp32, "cuda")) == ("bf16", "fp32")
+    assert training_precision(tiny_cfg, "cpu") == "fp32"
+    assert autocast_dtype(Pix2Pix(tiny_cfg, pick_device("cpu"))) == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast applies on a CUDA device")
+def test_train_precision_sets_the_cuda_autocast(tiny_cfg):
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        cfg = dataclasses.replace(tiny_cfg, device="cuda", train=dataclasses.replace(tiny_cfg.train, precision=precision))
+        assert autocast_dtype(Pix2Pix(cfg, torch.device("cuda"))) == dtype

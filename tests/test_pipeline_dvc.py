@@ -88,6 +88,7 @@ def test_dvc_and_mlflow_records_join_both_ways(two_runs):
     assert tags["git_commit"] == run(["git", "rev-parse", "HEAD"], path, env).strip()
     assert tags["git_dirty"] in ("true", "false")
     assert len(tags["dataset_hash"]) == 64 and tags["device"] == "cpu" and tags["torch_version"] == torch.__version__
+    assert tags["precision"] == "fp32"  # params.yaml says bf16, which applies on CUDA only
     assert client.get_run(run_id).data.params["lambda_l1"] == "50.0"
     # losses every train.log_every (2) steps of 2 epochs, against the optimisation step
     steps = [m.step for m in client.get_metric_history(run_id, "step_G_L1")]
@@ -262,6 +263,7 @@ def test_two_fresh_repos_at_different_paths_reproduce_bit_for_bit_on_cpu(tmp_pat
     assert first["train:models/generator.pt"] and first["train:metrics/grids"] and first["evaluate:metrics/eval_grid.png"]
     assert first["train.json"]["torch_version"] == torch.__version__
     assert first["train.json"]["cpu_threads"] == torch.get_num_threads()
+    assert first["train.json"]["precision"] == "fp32"
     assert first == second
 
 
