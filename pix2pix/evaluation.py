@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from pix2pix import generator_file
 from pix2pix.data.device_data import load_split, split_pair, to_uint8, to_unit
 from pix2pix.distributed import pick_device
-from pix2pix.fid import FidScorer
+from pix2pix.fid import MODES, FidScorer
 from pix2pix.files import atomic_path, cache_dir, write_json
 
 
@@ -103,19 +103,20 @@ def mean_image_l1(mean: torch.Tensor, pairs_uint8: torch.Tensor, prefix: str) ->
     return {f"{prefix}_L1_mean_image": image_metrics(mean.to(targets.device).expand_as(targets), targets)["L1"]}
 
 
-def fid_scorer(pairs_uint8: torch.Tensor, kind: str, device) -> FidScorer:
+def fid_scorer(pairs_uint8: torch.Tensor, kind: str, device, modes: tuple[str, ...] = ("clean",)) -> FidScorer:
     """FID against the targets of these pairs; their features are cached across runs."""
-    return FidScorer(split_pair(to_unit(pairs_uint8))[1], kind, device, cache_dir("fid"))
+    return FidScorer(split_pair(to_unit(pairs_uint8))[1], kind, device, cache_dir("fid"), modes)
 
 
 def score(G: nn.Module, pairs_uint8: torch.Tensor, mode: str, scorer: FidScorer, prefix: str, seed: int):
-    """G on the pairs: ({prefix}_L1, _PSNR, _SSIM, _FID and fid_extractor, (inputs, outputs, targets)).
-    The one scoring of a generator, for per-epoch validation and for the evaluate stage; `seed`
-    seeds paper mode's dropout (apply)."""
+    """G on the pairs: ({prefix}_L1, _PSNR, _SSIM, _FID (clean mode), _FID_legacy_pytorch (if the
+    scorer has that mode) and fid_extractor, (inputs, outputs, targets)). The one scoring of a
+    generator, for per-epoch validation and for the evaluate stage; `seed` seeds paper mode's dropout."""
     inputs, outputs, targets = generate(G, pairs_uint8, mode, seed)
     metrics = {f"{prefix}_{k}": v for k, v in image_metrics(outputs, targets).items()}
-    if (fid := scorer(outputs)) is not None:
-        metrics.update({f"{prefix}_FID": fid, "fid_extractor": scorer.name})
+    if fids := scorer(outputs):
+        metrics.update({f"{prefix}_FID" + ("" if m == "clean" else f"_{m}"): v for m, v in fids.items()})
+        metrics["fid_extractor"] = scorer.name
     return metrics, (inputs, outputs, targets)
 
 
@@ -148,17 +149,14 @@ def evaluate(cfg, model_path: str | Path, best_model_path: str | Path, tiles_dir
     G, bundle = generator_file.load(model_path, device)
     test = load_split(tiles_dir, "test", bundle["direction"], device)
     baseline = mean_image_l1(mean_target(load_split(tiles_dir, "train", bundle["direction"])), test, "test")
-    scorer = fid_scorer(test, cfg.eval.fid_extractor, device)
-    try:
-        metrics = {**split_metrics(cfg, G, test, scorer, "test", Path(grid_path),
-                                  f"test split, final generator (epoch {bundle['epoch']})"),
-                   "test_images": len(test), **baseline}
-        G, bundle = generator_file.load(best_model_path, device)
-        metrics.update(split_metrics(cfg, G, test, scorer, "best_test", Path(best_grid_path),
-                                    f"test split, best epoch's generator (epoch {bundle['epoch']})"),
-                       best_epoch=bundle["epoch"])
-    finally:
-        scorer.close()
+    scorer = fid_scorer(test, cfg.eval.fid_extractor, device, MODES)  # the published protocol beside clean-fid's
+    metrics = {**split_metrics(cfg, G, test, scorer, "test", Path(grid_path),
+                              f"test split, final generator (epoch {bundle['epoch']})"),
+               "test_images": len(test), **baseline}
+    G, bundle = generator_file.load(best_model_path, device)
+    metrics.update(split_metrics(cfg, G, test, scorer, "best_test", Path(best_grid_path),
+                                f"test split, best epoch's generator (epoch {bundle['epoch']})"),
+                   best_epoch=bundle["epoch"])
     write_json(metrics_path, metrics)
     return metrics
 

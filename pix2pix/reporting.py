@@ -99,7 +99,6 @@ class Reporter:
         self.run.log_artifact(model_path, "model")
 
     def close(self) -> None:
-        self.scorer.close()
         self.run.end()
 
 

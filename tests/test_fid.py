@@ -1,6 +1,7 @@
 """FID: clean-fid's pipeline with the offline TF-Inception port (no internet needed)."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,6 @@ from conftest import SHARED_DATA
 from pix2pix import fid
 from pix2pix.data import synthetic
 from pix2pix.errors import Pix2PixError
-from pix2pix.files import folder_hash
 
 COUNT = 16
 
@@ -42,22 +42,55 @@ def degraded(src, dest, blur):
     return dest
 
 
-def folder_fid(generated, reference, extractor) -> tuple[float, str]:
-    """FID between two image folders with fid.py's own pieces: (value, extractor name)."""
-    model, name = extractor
-    return fid.frechet(fid.folder_features(generated, model), fid.folder_features(reference, model)), name
+def as_tensor(files) -> torch.Tensor:
+    """A folder's images (or a list of files) as one float batch in [-1, 1]."""
+    paths = sorted(files.iterdir()) if isinstance(files, Path) else files
+    images = [torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in paths]
+    return torch.stack(images).float() / 127.5 - 1
+
+
+def folder_features(folder, network, mode: str = "clean") -> np.ndarray:
+    """fid.features of a folder's images, one at a time (their sizes may differ)."""
+    return np.concatenate([fid.features(as_tensor([path]), network, mode) for path in sorted(folder.iterdir())])
+
+
+def folder_fid(generated, reference, extractor, mode: str = "clean") -> float:
+    """FID between two image folders with fid.py's own pieces, on tensors."""
+    network, _ = extractor
+    return fid.frechet(*(folder_features(folder, network, mode) for folder in (generated, reference)))
 
 
 def test_fid_of_a_set_against_itself_is_zero(photos, extractor):
-    value, name = folder_fid(photos, photos, extractor)
-    assert name == "offline"
-    assert abs(value) < 1e-3
+    assert extractor[1] == "offline"
+    assert abs(folder_fid(photos, photos, extractor)) < 1e-3
 
 
 def test_fid_grows_with_blur(photos, extractor, tmp_path):
-    values = [folder_fid(degraded(photos, tmp_path / f"blur{b}", b), photos, extractor)[0] for b in (1, 2, 4)]
+    values = [folder_fid(degraded(photos, tmp_path / f"blur{b}", b), photos, extractor) for b in (1, 2, 4)]
     assert values[0] < values[1] < values[2], values
     assert values[0] > 1.0
+
+
+# pytorch-fid's InceptionV3 as clean-fid's legacy_pytorch mode calls it: model(x / 255), normalised
+# inside to 2 x - 1; clean-fid's TorchScript model normalises (x - 128) / 128 inside.
+NORMALISE = {"clean": lambda x: (x - 128) / 128, "legacy_pytorch": lambda x: x / 255 * 2 - 1}
+
+
+@pytest.mark.parametrize("mode", fid.MODES)
+def test_fid_on_tensors_equals_clean_fids_compute_fid_on_png_folders(photos, extractor, tmp_path, mode):
+    """Each mode against clean-fid's whole pipeline on files (its loading, its resize for the mode,
+    its sqrtm Frechet distance), given the same network."""
+    from cleanfid.fid import compute_fid
+
+    network, _ = extractor
+    blurred = degraded(photos, tmp_path / "blurred", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy: singular matrix, deprecated argument
+        theirs = compute_fid(str(blurred), str(photos), mode=mode, custom_feat_extractor=lambda x: network(
+            NORMALISE[mode](x)), num_workers=0, batch_size=COUNT, device=torch.device("cpu"), verbose=False,
+            use_dataparallel=False)
+    assert folder_fid(blurred, photos, extractor, mode) == pytest.approx(theirs, abs=1e-3)
+    assert abs(theirs - folder_fid(blurred, photos, extractor, next(m for m in fid.MODES if m != mode))) > 0.1
 
 
 # Measured once with the offline network (torch 2.14.1, CPU) on 16 rendered synthetic cars and the
@@ -74,33 +107,31 @@ def test_the_offline_network_gives_the_pinned_features_and_fid(extractor, tmp_pa
     for i in range(16):
         Image.fromarray(synthetic.sample(0, i)[0]).save(sharp / f"{i:03d}.png")
     degraded(sharp, blurred, 2)
-    features = [fid.folder_features(folder, extractor[0]) for folder in (sharp, blurred)]
+    features = [folder_features(folder, extractor[0]) for folder in (sharp, blurred)]
     assert features[0].shape == (16, 2048)
     np.testing.assert_allclose(features[0][0, :4], PINNED_FEATURES_0, atol=1e-4)
     np.testing.assert_allclose([f.mean() for f in features], PINNED_MEAN_FEATURE, atol=1e-5)
-    assert folder_fid(blurred, sharp, extractor)[0] == pytest.approx(PINNED_FID, rel=1e-3)
+    assert folder_fid(blurred, sharp, extractor) == pytest.approx(PINNED_FID, rel=1e-3)
 
 
-def test_reference_features_are_cached_by_content(photos, extractor, tmp_path, monkeypatch):
-    cache, extractions, real = tmp_path / "cache", [], fid.folder_features
+def test_reference_features_are_cached_by_pixels_network_and_mode(photos, extractor, tmp_path, monkeypatch):
+    cache, extractions, real = tmp_path / "cache", [], fid.features
 
-    def counted(folder, *args, **kwargs):
-        extractions.append(folder)
-        return real(folder, *args, **kwargs)
+    def counted(images, *args, **kwargs):
+        extractions.append(len(images))
+        return real(images, *args, **kwargs)
 
-    monkeypatch.setattr(fid, "folder_features", counted)
-    first = fid.reference_features(photos, extractor[0], extractor[1], cache)
+    monkeypatch.setattr(fid, "features", counted)
+    images, (network, name) = as_tensor(photos), extractor
+    first = fid.reference_features(images, network, name, "clean", cache)
     assert len(list(cache.iterdir())) == 1 and len(extractions) == 1
-    second = fid.reference_features(photos, extractor[0], extractor[1], cache)
+    second = fid.reference_features(images, network, name, "clean", cache)
     assert len(extractions) == 1  # read from the cache: the network did not run again
     assert np.array_equal(first, second)
-    changed = tmp_path / "changed"
-    changed.mkdir()
-    for path in sorted(photos.iterdir())[:-1]:
-        (changed / path.name).write_bytes(path.read_bytes())
-    assert folder_hash(changed) != folder_hash(photos)
-    fid.reference_features(changed, extractor[0], extractor[1], cache)
-    assert len(extractions) == 2 and len(list(cache.iterdir())) == 2  # other content: computed, cached apart
+    fid.reference_features(images[:-1], network, name, "clean", cache)
+    assert len(extractions) == 2 and len(list(cache.iterdir())) == 2  # other pixels: computed, cached apart
+    legacy = fid.reference_features(images, network, name, "legacy_pytorch", cache)
+    assert len(extractions) == 3 and len(list(cache.iterdir())) == 3 and not np.allclose(legacy, first)
 
 
 @pytest.mark.parametrize("n1,n2,d", [(3, 4, 2048), (16, 16, 2048), (100, 106, 2048), (40, 30, 8)])
@@ -125,32 +156,19 @@ def test_auto_uses_the_offline_port_when_clean_fid_weights_are_absent(tmp_path, 
         fid.build_extractor("inception")
 
 
-def as_tensor(folder) -> torch.Tensor:
-    """The images of a folder as one float batch in [-1, 1]."""
-    images = [torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in sorted(folder.iterdir())]
-    return torch.stack(images).float() / 127.5 - 1
-
-
-def test_scorer_on_tensors_matches_fid_on_folders(photos, tmp_path):
+def test_scorer_gives_each_mode_as_fid_on_folders(photos, tmp_path):
     images = as_tensor(photos)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 16 images: singular covariances, TorchScript, yet no warning for users
-        scorer = fid.FidScorer(images, "offline", "cpu", tmp_path / "cache")
-        assert abs(scorer(images)) < 1e-3
-    try:
-        blurred = degraded(photos, tmp_path / "blurred", 2)
-        expected, _ = folder_fid(blurred, photos, (scorer.model, scorer.name))
-        assert scorer(as_tensor(blurred)) == pytest.approx(expected, abs=1e-3)
-    finally:
-        scorer.close()
-    assert not scorer.workdir.exists()
+        scorer = fid.FidScorer(images, "offline", "cpu", tmp_path / "cache", fid.MODES)
+        assert all(abs(v) < 1e-3 for v in scorer(images).values())
+    blurred = degraded(photos, tmp_path / "blurred", 2)
+    expected = {m: folder_fid(blurred, photos, (scorer.network, scorer.name), m) for m in fid.MODES}
+    assert scorer(as_tensor(blurred)) == pytest.approx(expected, abs=1e-3)
 
 
 def test_fid_of_a_single_image_is_skipped_not_a_hang(tmp_path):
     one = torch.zeros(1, 3, 32, 32)
     scorer = fid.FidScorer(one, "offline", "cpu", tmp_path / "cache")
-    try:
-        assert scorer(one) is None
-        assert scorer(torch.zeros(3, 3, 32, 32)) is None  # the reference side has one image
-    finally:
-        scorer.close()
+    assert scorer(one) == {}
+    assert scorer(torch.zeros(3, 3, 32, 32)) == {}  # the reference side has one image

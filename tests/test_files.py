@@ -56,7 +56,6 @@ def test_atomic_dir_fsyncs_every_file_and_leaves_nothing_on_failure(tmp_path, fs
 # files.atomic_path / atomic_dir (lexically inside `with atomic_...`).
 IN_PLACE = {
     ("pix2pix/files.py", "write_text"): "the atomic helper itself",
-    ("pix2pix/fid.py", "write_pngs"): "the FID scorer's scratch folder, never an output",
     ("pix2pix/data/download.py", "_download_once"): "the .part file a resumed download appends to",
     ("pix2pix/bench.py", "scaling_rows"): "a temporary folder of the benchmark's worker specs",
     ("pix2pix/tracking.py", "store_lock"): "an empty lock file, opened to append nothing",

@@ -154,8 +154,9 @@ def test_a_stage_killed_mid_write_puts_nothing_in_the_dvc_cache_and_the_next_rep
 
 
 def test_training_draws_the_same_random_numbers_whether_the_fid_cache_is_cold_or_warm(tmp_path, tiles, monkeypatch):
-    """FID's data loader draws a seed from torch's global generator; it runs under a forked RNG,
-    so the jitter and dropout of training (and so the weights) do not depend on the FID cache."""
+    """clean-fid's data loader drew a seed from torch's global generator whenever features were
+    computed; FID on tensors draws nothing, so the jitter and dropout of training (and so the
+    weights) depend neither on the FID cache nor on FID being on."""
     cfg = cfg_with(**{"eval.fid_extractor": "offline"})
     monkeypatch.setenv("PIX2PIX_CACHE", str(tmp_path / "cache"))
     for run in ("cold", "warm"):  # the first computes the val features, the second reads them
