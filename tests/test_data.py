@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,25 @@ def test_host_held_batches_arrive_on_the_gpu_in_order():
     order = torch.randperm(9)
     got = torch.cat(list(batches(held, order, 2, device)))
     assert got.device.type == "cuda" and torch.equal(got.cpu(), data[order])
+
+
+
+def test_a_source_without_a_test_split_tests_on_its_val_split():
+    from collections import Counter
+
+    from pix2pix.data.pairs import Pair
+    from pix2pix.data.tiles import assign_splits
+
+    def source(**counts) -> list[Pair]:
+        return [Pair(split, Path(f"{split}/{i}.jpg"), Path(f"{split}/{i}.png")) for split, n in counts.items()
+                for i in range(n)]
+
+    def split(pairs) -> Counter:
+        return Counter(p.split for p in assign_splits(pairs, val_fraction=0.1, seed=0))
+
+    assert split(source(train=20, val=5, test=6)) == {"train": 20, "val": 5, "test": 6}  # facades: as it is
+    maps = assign_splits(source(train=20, val=5), val_fraction=0.1, seed=0)  # the reference tests on val
+    assert [p.image for p in maps if p.split == "test"] == [Path(f"val/{i}.jpg") for i in range(5)]
+    assert all(p.image.parent.name == "train" for p in maps if p.split != "test")  # val carved from train
+    assert split(maps) == {"train": 18, "val": 2, "test": 5}
+    assert split(source(**{"": 20})) == {"train": 16, "val": 2, "test": 2}  # no splits: both carved from train

@@ -220,8 +220,9 @@ def test_cityscapes_from_the_users_archives(env, tmp_path):
     write_cityscapes_zips(archives)
     cfg = cfg_for("cityscapes", **{"data.mirror": str(archives)})
     manifest = build_tiles(download.fetch(cfg, env / "raw"), env / "tiles", cfg)
-    assert manifest["split"].value_counts().to_dict() == {"train": 2, "val": 2, "test": 1}
+    assert manifest["split"].value_counts().to_dict() == {"train": 2, "val": 1, "test": 2}
     assert all(manifest["source_a"].str.endswith("_gtFine_color.png"))  # never labelIds, never test
+    assert all(manifest[manifest["split"] == "test"]["source_b"].str.contains("/val/"))  # tested on val, as the reference
     tile = np.asarray(Image.open(env / "tiles" / manifest["tile"][0]))
     label_half = {tuple(c) for c in tile[:, 64:].reshape(-1, 3)}
     assert label_half <= {ROAD, CAR}  # resized nearest: no blended colours

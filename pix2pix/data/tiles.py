@@ -85,8 +85,13 @@ LAYOUTS = {
 
 
 def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pair]:
-    """Keep the source's splits; carve val (and test, if missing) from train by a seeded shuffle."""
+    """The source's splits as the reference tests on them: a source with a val split but no test
+    split (maps, edges2shoes, night2day, cityscapes, ADE20K) tests on its val split, as pix2pix and
+    MMagic report those datasets. A missing val (and test, if the source has neither) is carved from
+    train by a seeded shuffle."""
     pairs = [p if p.split else dataclasses.replace(p, split="train") for p in pairs]
+    if not any(p.split == "test" for p in pairs):
+        pairs = [dataclasses.replace(p, split="test") if p.split == "val" else p for p in pairs]
     for split in ("val", "test"):
         if any(p.split == split for p in pairs) or val_fraction == 0:
             continue
