@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -137,7 +138,7 @@ def ui(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="p
 
     uri = project_tracking_uri(params_file)
     typer.echo(f"MLflow UI for {uri} at http://{host}:{port}")
-    raise typer.Exit(serve_ui(uri, host, port))
+    sys.exit(serve_ui(uri, host, port))  # not typer.Exit: exit_on_error takes that Exception for an error
 
 
 @app.command()
@@ -147,7 +148,7 @@ def translate(model: str = typer.Argument(..., help="models/generator.pt, checkp
               out: Path = typer.Option(Path("translated"), "--out", help="folder for <name>.png outputs"),
               mode: str = typer.Option("paper", help="paper: dropout and per-image batch statistics, as the "
                                                      "paper tests; eval: deterministic eval mode"),
-              batch_size: int = typer.Option(8, help="tiles per forward pass in eval mode"),
+              batch_size: int = typer.Option(8, help="tiles per forward pass (the outputs do not depend on it)"),
               device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
               seed: int = typer.Option(0, help="seed of the dropout noise in paper mode"),
               scale: str = typer.Option("train", help="train: at the scale the model was trained on, resized back "

@@ -103,24 +103,34 @@ def project_tracking_uri(params_file: str | Path = "params.yaml") -> str:
 
 def serve_ui(uri: str, host: str, port: int) -> int:
     """`mlflow ui` on `uri` until it ends or this process gets SIGTERM/SIGINT; either stops the
-    server's whole process group (its gunicorn/uvicorn workers too), so the port is freed."""
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
-                               "--port", str(port)], env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                              start_new_session=True)
+    server's whole process group (its gunicorn/uvicorn workers too), so the port is freed.
+
+    Returns 0 after such a requested stop, else the server's own status (128 + N if signal N
+    killed it). The handlers are in place before the server starts: no signal can orphan it."""
+    server: list[subprocess.Popen] = []
+    stopped: list[int] = []
 
     def stop(signum, frame):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
+        stopped.append(signum)
+        for process in server:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        code = server.wait()
+        server.append(subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host",
+                                        host, "--port", str(port)], env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                                       start_new_session=True))
+        if stopped:  # the signal came while the server was starting
+            stop(stopped[0], None)
+        code = server[0].wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        with contextlib.suppress(ProcessLookupError):  # workers the server left behind
-            os.killpg(server.pid, signal.SIGKILL)
-    return code
+        for process in server:  # workers the server left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    return 0 if stopped else (128 - code if code < 0 else code)
 
 
 def local_store(uri: str) -> Path | None:
