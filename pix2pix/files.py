@@ -9,17 +9,28 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask can only read
+    it by setting it, and meanwhile another thread would create files with umask 0)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o077)  # the brief window is private, not world-writable
+        os.umask(umask)
+        return umask
+
+
 def _public(path: str | Path, mode: int) -> None:
     """mkstemp/mkdtemp make private temp files (0600) and folders (0700); the output they become
     gets the modes a plain open or mkdir would give it (`mode` less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, mode & ~umask)
+    os.chmod(path, mode & ~_umask())
 
 
 def _fsync(path: str | Path) -> None:
@@ -50,8 +61,10 @@ def atomic_dir(path: str | Path):
     """Yield a temporary folder next to `path`; on success fsync its files and replace `path` with it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's (SIGKILL skips `finally`)
-        shutil.rmtree(stale, ignore_errors=True)
+    stale_name = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")  # mkdtemp's, for this path only
+    for stale in path.parent.iterdir():  # a killed writer's (SIGKILL skips `finally`)
+        if stale.is_dir() and stale_name.fullmatch(stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp

@@ -111,7 +111,26 @@ def test_outputs_get_the_modes_of_a_plain_write_not_the_private_temp_ones(tmp_pa
         files.write_text(tmp_path / "out.txt", "x")
         with files.atomic_dir(tmp_path / "folder") as tmp:
             (tmp / "a.txt").write_text("a")
+        assert files._umask() == 0o022  # read back, and left as it was
+        assert os.umask(0o022) == 0o022
     finally:
         os.umask(umask)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644  # mkstemp's file was 0600
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755  # mkdtemp's folder was 0700
+
+
+def test_a_new_atomic_dir_clears_its_own_killed_writers_temp_folders_only(tmp_path):
+    """A SIGKILLed writer leaves .<name>.<8 random>.tmp behind; the next writer of that output
+    removes it, but never the temp folder of a sibling output whose name merely starts the same,
+    nor one of an output whose name holds glob characters."""
+    killed = tmp_path / ".tiles.abcd1234.tmp"
+    sibling = tmp_path / ".tiles.old.efgh5678.tmp"  # being written now, for the output tiles.old
+    bracketed = tmp_path / ".t[1].ijkl9012.tmp"
+    for folder in (killed, sibling, bracketed):
+        folder.mkdir()
+    with files.atomic_dir(tmp_path / "tiles") as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert not killed.exists() and sibling.exists() and bracketed.exists()
+    with files.atomic_dir(tmp_path / "t[1]") as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert not bracketed.exists() and sibling.exists()
