@@ -58,7 +58,7 @@ def reproduced(project):
 
 @pytest.fixture(scope="session")
 def two_runs(reproduced):
-    """The baseline (lambda_l1 100) plus `dvc exp run -S lambda_l1=50`: two MLflow runs in one store."""
+    """The baseline (lambda_l1 1000, params.yaml) plus `dvc exp run -S lambda_l1=50`: two MLflow runs in one store."""
     from dvc_project import run
 
     path, env = reproduced

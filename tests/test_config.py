@@ -11,7 +11,7 @@ from conftest import ROOT
 
 def test_repo_params_load_and_have_the_top_level_knobs():
     cfg = load_config(ROOT / "params.yaml")
-    assert cfg.lambda_l1 == 100.0 and cfg.optim.lr == 2e-4 and cfg.optim.beta1 == 0.5
+    assert cfg.lambda_l1 == 1000.0 and cfg.optim.lr == 2e-4 and cfg.optim.beta1 == 0.5  # README: CPU defaults
     flat = flatten(cfg)
     for key in ("dataset", "direction", "image_size", "epochs", "batch_size", "lambda_l1", "seed"):
         assert key in flat
@@ -76,7 +76,7 @@ def test_malformed_yaml_and_missing_override_key(tmp_path):
 def test_cli_params_prints_values_and_fails_cleanly(tmp_path):
     runner = CliRunner()
     ok = runner.invoke(app, ["params", str(ROOT / "params.yaml")])
-    assert ok.exit_code == 0 and "lambda_l1 = 100.0" in ok.output
+    assert ok.exit_code == 0 and "lambda_l1 = 1000.0" in ok.output
     bad = runner.invoke(app, ["params", str(write_params(tmp_path, lambda p: p.update(seed=-1)))])
     assert bad.exit_code == 1
     assert "'seed' is -1" in bad.output and "Traceback" not in bad.output

@@ -70,7 +70,7 @@ def test_exp_run_with_lambda_50_trains_with_50_and_changes_metrics(two_runs):
 
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("pix2pix").experiment_id])
-    assert sorted(r.data.params["lambda_l1"] for r in runs) == ["100.0", "50.0"]
+    assert sorted(r.data.params["lambda_l1"] for r in runs) == ["1000.0", "50.0"]
     for r in runs:  # FID every epoch, and the network that produced it
         assert len(client.get_metric_history(r.info.run_id, "val_FID")) == 2
         assert r.data.tags["fid_extractor"] == "offline"

@@ -103,7 +103,7 @@ def test_an_unfinished_checkpoint_is_not_resumed_under_changed_params(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         train_in(tmp_path, tiles, cfg_with(epochs=3))
     monkeypatch.undo()
-    with pytest.raises(Pix2PixError, match=r"stopped at epoch 1/3\) was trained with lambda_l1=100.0, params.yaml "
+    with pytest.raises(Pix2PixError, match=r"stopped at epoch 1/3\) was trained with lambda_l1=1000.0, params.yaml "
                                            r"now has 50.0; set train.resume: never"):
         train_in(tmp_path, tiles, cfg_with(epochs=3, lambda_l1=50.0))
     assert torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["epoch"] == 1  # untouched

@@ -1,4 +1,4 @@
-"""`pix2pix ui` serves the MLflow store, and a real browser compares the lambda_l1 100 and 50 runs."""
+"""`pix2pix ui` serves the MLflow store, and a real browser compares the lambda_l1 1000 and 50 runs."""
 
 import html
 import json
@@ -106,7 +106,7 @@ def test_browser_compares_the_two_lambda_runs(ui_server):
     for r in runs:
         assert r.info.run_name in text
     # the parameter table's lambda_l1 row holds one value per run
-    assert ["100.0", "50.0"] in [sorted(pair) for pair in re.findall(r"lambda_l1 (\S+) (\S+)", text)]
+    assert ["1000.0", "50.0"] in [sorted(pair) for pair in re.findall(r"lambda_l1 (\S+) (\S+)", text)]
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "mlflow_compare_runs.png"
