@@ -6,7 +6,6 @@ An interrupted stage therefore never leaves a half-written file (or folder) that
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -92,13 +91,3 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def folder_hash(folder: str | Path) -> str:
-    """Content hash of every file under a folder (relative names and bytes)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
