@@ -3,7 +3,7 @@
 Same device, same process, same generator and discriminator. The reference row (a) is the classic
 recipe: PNG files decoded, resized, cropped and flipped with PIL in DataLoader workers,
 ToTensor/Normalize, fp32, batch 1. The other rows (b) are this project's: uint8 tiles resident on
-the device, kornia jitter on the device, bf16 autocast on CUDA, channels_last, fused Adam.
+the device, kornia jitter on the device, bf16 autocast and channels_last on CUDA, fused Adam.
 
 FLOPs of one training step are counted with torch.utils.flop_counter; MFU divides the achieved
 FLOP/s by the device's dense peak for the row's precision (PEAK_TFLOPS).
@@ -194,7 +194,7 @@ def project_pipeline(cfg: Config, data: torch.Tensor, batch_size: int, device: t
                                  batch_size, device))
 
     def next_batch():
-        return split_pair(jitter(next(it)).contiguous(memory_format=torch.channels_last))
+        return split_pair(jitter(next(it)).contiguous(memory_format=model.layout))
 
     return model, next_batch
 

@@ -22,8 +22,8 @@ from pix2pix.config import Config, decay_epochs, flatten, training_precision
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.device_data import batches, load_split, pixels_hash, place, split_pair
 from pix2pix.data.sources import direction_of
-from pix2pix.distributed import (World, epoch_order, from_main, gather, join, leave, max_, sum_, synchronised,
-                                 wrap)
+from pix2pix.distributed import (World, epoch_order, from_main, gather, join, leave, max_, memory_format, sum_,
+                                 synchronised, wrap)
 from pix2pix.errors import Pix2PixError
 from pix2pix.evaluation import mean_target
 from pix2pix.graphs import GraphedStep
@@ -119,7 +119,8 @@ class Pix2Pix:
     def __init__(self, cfg: Config, device: torch.device, world: World = World()):
         self.cfg, self.device, self.world = cfg, device, world
         G, D = (synchronised(net, world, cfg.model.norm) for net in (build_generator(cfg), build_discriminator(cfg)))
-        self.G, self.D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
+        self.layout = memory_format(device)
+        self.G, self.D = G.to(device, memory_format=self.layout), D.to(device, memory_format=self.layout)
         self._plain_G: nn.Module | None = None
         self.gan = GANLoss(cfg.optim.gan_mode)
         # torch.compile: the forward/backward of G and D become fused kernels after a warm-up of the
@@ -194,7 +195,7 @@ class Pix2Pix:
         if not any(isinstance(m, nn.SyncBatchNorm) for m in self.G.modules()):
             return self.G
         if self._plain_G is None:
-            self._plain_G = build_generator(self.cfg).to(self.device, memory_format=torch.channels_last)
+            self._plain_G = build_generator(self.cfg).to(self.device, memory_format=self.layout)
         self._plain_G.load_state_dict(self.G.state_dict())
         return self._plain_G
 
@@ -323,7 +324,7 @@ def train_epoch(model: Pix2Pix, jitter: PairJitter, data: torch.Tensor, cfg: Con
     with bar if own else contextlib.nullcontext():
         for step, batch in enumerate(batches(data, order, cfg.batch_size // world.size, device)):
             batch = jitter(batch)
-            real_a, real_b = split_pair(batch.contiguous(memory_format=torch.channels_last))
+            real_a, real_b = split_pair(batch.contiguous(memory_format=model.layout))
             losses = model.step(real_a, real_b)
             taken = model.guard.taken
             sums += torch.where(taken, losses, 0) * len(batch)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from pix2pix import bench
 from pix2pix.cli import app
+from pix2pix.distributed import memory_format
 
 
 def test_bench_cli_prints_and_writes_the_table(tmp_path, monkeypatch):
@@ -52,6 +53,16 @@ def test_flops_of_a_step_are_counted_for_forward_and_backward(tiny_cfg):
     x = torch.rand(2, 6, 64, 64) * 2 - 1
     one, two = (bench.step_flops(model, x[:n, :3], x[:n, 3:]) for n in (1, 2))
     assert one > 0 and two == pytest.approx(2 * one, rel=0.01)  # FLOPs scale with the batch
+
+
+def test_cpu_training_keeps_weights_and_batches_in_the_default_layout(tiny_cfg):
+    # channels_last weights make CPU fused Adam copy each one to a contiguous tensor and back per step
+    model = bench.Pix2Pix(tiny_cfg, torch.device("cpu"))
+    _, next_batch = bench.project_pipeline(tiny_cfg, torch.zeros(4, 6, 64, 64, dtype=torch.uint8), 1, torch.device("cpu"))
+    weights = [p for net in (model.G, model.D) for p in net.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous() for p in weights)
+    assert all(x.is_contiguous() for x in next_batch())
+    assert memory_format(torch.device("cuda")) == torch.channels_last  # cuDNN's NHWC kernels
 
 
 def test_peak_table_matches_device_names():
