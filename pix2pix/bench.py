@@ -30,7 +30,7 @@ from pix2pix.data.augment import PairJitter
 from pix2pix.data.device_data import batches, load_split, split_pair
 from pix2pix.data.sources import direction_of
 from pix2pix.data.synthetic import write_dataset
-from pix2pix.data.tiles import build_tiles, read_manifest
+from pix2pix.data.tiles import build_tiles, read_manifest, tile_size
 from pix2pix.distributed import World, device_name, epoch_order, join, launch, leave, norm_for
 from pix2pix.errors import exit_on_error
 from pix2pix.files import write_json
@@ -106,7 +106,7 @@ class ClassicStep:
 
 def classic_loader(tiles_dir: Path, cfg: Config, workers: int):
     files = [tiles_dir / t for t in read_manifest(tiles_dir).query("split == 'train'")["tile"]]
-    load_size = round(cfg.image_size * cfg.augment.load_scale)
+    load_size = tile_size(cfg, "train")  # the tiles are at it: the reference's resize of its source costs more
     return torch.utils.data.DataLoader(ClassicPairs(files, cfg.image_size, load_size, direction_of(cfg.dataset, cfg.direction)), batch_size=1, shuffle=True,
                                        num_workers=workers, drop_last=True, persistent_workers=workers > 0)
 
@@ -189,7 +189,7 @@ def project_pipeline(cfg: Config, data: torch.Tensor, batch_size: int, device: t
     device, bf16 and a CUDA graph on CUDA (as train.py sets them up). `batch_size` is per process."""
     train = dataclasses.replace(cfg.train, compile=compiled, cuda_graphs=graphs and not compiled)
     model = Pix2Pix(dataclasses.replace(cfg, batch_size=batch_size * world.size, train=train), device, world=world)
-    jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
+    jitter = PairJitter(cfg.image_size, cfg.augment.flip)
     it = endless(lambda: batches(data, torch.randperm(len(data), device=data.device)[:len(data) // batch_size * batch_size],
                                  batch_size, device))
 
@@ -233,7 +233,7 @@ def run_bench(cfg: Config, tiles_dir: Path, device: torch.device, batch_sizes: l
     `profile`) the profiler summary at the fastest batch size."""
     torch.backends.cudnn.benchmark = device.type == "cuda"
     rows = [reference_row(cfg, tiles_dir, device, workers, steps, warmup)]
-    data = load_split(tiles_dir, "train", direction_of(cfg.dataset, cfg.direction), device)
+    data = load_split(tiles_dir, "train", direction_of(cfg.dataset, cfg.direction), device, tile_size(cfg, "train"))
     for bs in batch_sizes:
         if bs > len(data):
             break

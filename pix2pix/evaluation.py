@@ -90,10 +90,15 @@ def image_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, flo
     }
 
 
-def mean_target(pairs_uint8: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    """The mean target image of the pairs (3, H, W) in [-1, 1]: the best constant guess in L2."""
+def mean_target(pairs_uint8: torch.Tensor, size: int, chunk: int = 64) -> torch.Tensor:
+    """The mean target image of the pairs (3, size, size) in [-1, 1]: the best constant guess in L2.
+    Train tiles are at the load size: their mean is resized to `size` (resizing is linear, so that
+    is the mean of the resized targets)."""
     total = sum(split_pair(to_unit(pairs_uint8[i:i + chunk]))[1].sum(0) for i in range(0, len(pairs_uint8), chunk))
-    return total / len(pairs_uint8)
+    mean = total / len(pairs_uint8)
+    if mean.shape[-1] == size:
+        return mean
+    return F.interpolate(mean[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
 
 
 def mean_image_l1(mean: torch.Tensor, pairs_uint8: torch.Tensor, prefix: str) -> dict[str, float]:
@@ -147,8 +152,9 @@ def evaluate(cfg, model_path: str | Path, best_model_path: str | Path, tiles_dir
     generator -> best_test_* metrics and its grid; the metrics to metrics_path (JSON)."""
     device = pick_device(cfg.device)
     G, bundle = generator_file.load(model_path, device)
-    test = load_split(tiles_dir, "test", bundle["direction"], device)
-    baseline = mean_image_l1(mean_target(load_split(tiles_dir, "train", bundle["direction"])), test, "test")
+    test = load_split(tiles_dir, "test", bundle["direction"], device, bundle["image_size"])
+    train = load_split(tiles_dir, "train", bundle["direction"])
+    baseline = mean_image_l1(mean_target(train, bundle["image_size"]), test, "test")
     scorer = fid_scorer(test, cfg.eval.fid_extractor, device, MODES)  # the published protocol beside clean-fid's
     metrics = {**split_metrics(cfg, G, test, scorer, "test", Path(grid_path),
                               f"test split, final generator (epoch {bundle['epoch']})"),

@@ -22,6 +22,7 @@ from pix2pix.config import Config, decay_epochs, flatten, training_precision
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.device_data import batches, load_split, pixels_hash, place, split_pair
 from pix2pix.data.sources import direction_of
+from pix2pix.data.tiles import tile_size
 from pix2pix.distributed import (World, epoch_order, from_main, gather, join, leave, max_, memory_format, sum_,
                                  synchronised, wrap)
 from pix2pix.errors import Pix2PixError
@@ -255,8 +256,8 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, best_model
         check_tracking_store(cfg)  # an unreachable MLflow server fails here, before any work
     torch.backends.cudnn.benchmark = device.type == "cuda"
     direction = direction_of(cfg.dataset, cfg.direction)
-    train_data = load_split(tiles_dir, "train", direction)
-    val_data = load_split(tiles_dir, "val", direction) if world.main else None
+    train_data = load_split(tiles_dir, "train", direction, size=tile_size(cfg, "train"))
+    val_data = load_split(tiles_dir, "val", direction, size=cfg.image_size) if world.main else None
     dataset_hash = pixels_hash(train_data, val_data) if world.main else ""
     if world.size == 1:  # resident for the whole run (several processes: train_epoch places each epoch's shard)
         train_data = place(train_data, device, cfg.train.device_data_gb)
@@ -270,8 +271,9 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, best_model
     if state:
         model.load_state_dict(state)
     checkpoints.seed_process(state, world.rank, cfg.seed)
-    jitter = PairJitter(cfg.image_size, cfg.augment.load_scale, cfg.augment.flip)
-    reporter = (Reporter(cfg, val_data.to(device), files, checkpoint_dir, dataset_hash, state, mean_target(train_data))
+    jitter = PairJitter(cfg.image_size, cfg.augment.flip)
+    reporter = (Reporter(cfg, val_data.to(device), files, checkpoint_dir, dataset_hash, state,
+                         mean_target(train_data, cfg.image_size))
                 if world.main else Silent())
     row = reporter.last_row
     # one bar for the whole run (its ETA is the run's), restarted where a resumed run stopped

@@ -10,7 +10,7 @@ from pix2pix.data.augment import PairJitter
 from pix2pix.data.device_data import batches, load_split, place, resident
 from pix2pix.data.masks import PALETTE, colorize
 from pix2pix.data.pairs import discover_mask_pairs
-from pix2pix.data.tiles import build_tiles, read_manifest
+from pix2pix.data.tiles import build_tiles, fit, read_manifest
 from pix2pix.errors import Pix2PixError
 
 
@@ -56,11 +56,22 @@ def test_build_tiles_splits_and_mask_half_uses_only_palette(raw_cars, tmp_path, 
     assert set(manifest["split"]) == {"train", "val", "test"}
     assert len(manifest) == 12
     assert read_manifest(tmp_path / "tiles")["tile"].tolist() == manifest["tile"].tolist()
-    for name in manifest["tile"]:
+    for name, split in zip(manifest["tile"], manifest["split"]):
         tile = np.asarray(Image.open(tmp_path / "tiles" / name))
-        assert tile.shape == (64, 128, 3)
-        colours = {tuple(c) for c in tile[:, :64].reshape(-1, 3)}
+        side = 72 if split == "train" else 64  # train at the load size: 64 x 286/256, rounded
+        assert tile.shape == (side, 2 * side, 3)
+        colours = {tuple(c) for c in tile[:, :side].reshape(-1, 3)}
         assert colours <= {tuple(c) for c in PALETTE}
+
+
+def test_each_tile_is_its_source_resized_once(raw_cars, tmp_path, tiny_cfg):
+    """Train tiles at the load size, so that the jitter only crops: no source -> 64 -> 72 resize."""
+    manifest = build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
+    for split, side in (("train", 72), ("test", 64)):
+        row = manifest[manifest["split"] == split].iloc[0]
+        photo = np.asarray(Image.open(tmp_path / "tiles" / row["tile"]))[:, side:]
+        once = fit(Image.open(raw_cars / row["source_b"]).convert("RGB"), side, "crop", Image.BICUBIC)
+        assert np.array_equal(photo, np.asarray(once)), split
 
 
 def test_split_is_deterministic_by_seed(raw_cars, tmp_path, tiny_cfg):
@@ -87,14 +98,20 @@ def test_size_mismatch_fails_and_leaves_no_tiles(raw_cars, tmp_path, tiny_cfg):
 def test_load_split_gives_input_and_target_by_direction(raw_cars, tmp_path, tiny_cfg):
     build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
     ab = load_split(tmp_path / "tiles", "train", "AtoB")
-    ba = load_split(tmp_path / "tiles", "train", "BtoA")
-    assert ab.dtype == torch.uint8 and ab.shape[1:] == (6, 64, 64)
+    ba = load_split(tmp_path / "tiles", "train", "BtoA", size=72)
+    assert ab.dtype == torch.uint8 and ab.shape[1:] == (6, 72, 72)
     assert torch.equal(ab[:, :3], ba[:, 3:]) and torch.equal(ab[:, 3:], ba[:, :3])
+
+
+def test_tiles_of_another_size_than_the_params_ask_are_refused(raw_cars, tmp_path, tiny_cfg):
+    build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)  # e.g. made before augment.load_scale changed
+    with pytest.raises(Pix2PixError, match=r"the train tiles are 72x72, the params ask for 80x80 .*dvc repro prepare"):
+        load_split(tmp_path / "tiles", "train", "AtoB", size=80)
 
 
 def test_jitter_keeps_input_and_target_aligned():
     torch.manual_seed(0)
-    base = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    base = torch.randint(0, 256, (8, 3, 72, 72), dtype=torch.uint8)
     pairs = torch.cat([base, base], dim=1)  # target == input, so any misalignment shows
     out = PairJitter(64)(pairs)
     assert out.shape == (8, 6, 64, 64) and out.min() >= -1 and out.max() <= 1
@@ -103,8 +120,8 @@ def test_jitter_keeps_input_and_target_aligned():
 
 def test_jitter_varies_across_samples_and_calls():
     torch.manual_seed(0)
-    one = torch.arange(64 * 64, dtype=torch.float32).reshape(1, 1, 64, 64) % 251
-    pairs = one.to(torch.uint8).expand(16, 6, 64, 64).contiguous()
+    one = torch.arange(72 * 72, dtype=torch.float32).reshape(1, 1, 72, 72) % 251
+    pairs = one.to(torch.uint8).expand(16, 6, 72, 72).contiguous()
     jitter = PairJitter(64)
     first, second = jitter(pairs), jitter(pairs)
     distinct = {tuple(x[0, :2, :2].flatten().tolist()) for x in first}
@@ -153,7 +170,7 @@ def test_masks_are_resized_nearest_never_blending_colours(tmp_path, tiny_cfg):
 
     for mode in ("crop", "pad"):
         tile = mask_pair_tile(Pair("train", tmp_path / "images" / "a.jpg", tmp_path / "labels" / "a.png"), 64, mode)
-        assert {tuple(c) for c in tile[:, :64].reshape(-1, 3)} <= {tuple(c) for c in PALETTE}
+        assert {tuple(c) for c in tile[:, :tile.shape[0]].reshape(-1, 3)} <= {tuple(c) for c in PALETTE}
 
 
 def test_a_split_stays_on_the_gpu_only_within_the_budget():

@@ -23,7 +23,7 @@ def test_step_losses_are_window_means_that_add_up_to_the_epoch_mean(tiny_cfg):
     cfg = dataclasses.replace(tiny_cfg, batch_size=2, train=dataclasses.replace(tiny_cfg.train, log_every=2))
     data = torch.randint(0, 256, (10, 6, 64, 64), dtype=torch.uint8)  # 5 steps: reads at steps 0, 2, 4
     logged = []
-    epoch = train_epoch(Pix2Pix(cfg, torch.device("cpu")), PairJitter(64, 1.0, False), data, cfg,
+    epoch = train_epoch(Pix2Pix(cfg, torch.device("cpu")), PairJitter(64, flip=False), data, cfg,
                         lambda losses, step: logged.append((step, losses)))
     assert [step for step, _ in logged] == [1, 3, 5]
     images = [2, 4, 4]  # images covered by each window
@@ -123,8 +123,12 @@ def test_the_mean_image_baseline_is_the_l1_of_answering_every_input_with_the_mea
     train = torch.randint(0, 256, (70, 6, 8, 8), dtype=torch.uint8)  # more than one chunk of 64
     val = torch.randint(0, 256, (5, 6, 8, 8), dtype=torch.uint8)
     mean = train[:, 3:].float().div(127.5).sub(1).mean(0)
-    torch.testing.assert_close(mean_target(train), mean)
+    torch.testing.assert_close(mean_target(train, 8), mean)
     expected = ((mean.clamp(-1, 1) + 1) / 2 - (val[:, 3:].float() / 255)).abs().mean().item()
-    assert mean_image_l1(mean_target(train), val, "val") == {"val_L1_mean_image": pytest.approx(expected, abs=1e-6)}
+    assert mean_image_l1(mean_target(train, 8), val, "val") == {"val_L1_mean_image": pytest.approx(expected, abs=1e-6)}
     same = train[:1].repeat(3, 1, 1, 1)  # every target the same image: the mean answers it exactly
-    assert mean_image_l1(mean_target(same), same, "test")["test_L1_mean_image"] == pytest.approx(0, abs=1e-6)
+    assert mean_image_l1(mean_target(same, 8), same, "test")["test_L1_mean_image"] == pytest.approx(0, abs=1e-6)
+    # train tiles at the load size: their mean is brought to the val size
+    flat = torch.full((3, 6, 9, 9), 200, dtype=torch.uint8)
+    assert mean_target(flat, 8).shape == (3, 8, 8)
+    torch.testing.assert_close(mean_target(flat, 8), torch.full((3, 8, 8), 200 / 127.5 - 1))

@@ -24,7 +24,9 @@ from pix2pix.errors import Pix2PixError
 log = logging.getLogger(__name__)
 
 
-def load_split(tiles_dir: str | Path, split: str, direction: str, device: torch.device | str = "cpu") -> torch.Tensor:
+def load_split(tiles_dir: str | Path, split: str, direction: str, device: torch.device | str = "cpu",
+               size: int | None = None) -> torch.Tensor:
+    """The split's pairs; with `size`, its tiles must be that side (tiles.tile_size)."""
     tiles_dir = Path(tiles_dir)
     manifest = read_manifest(tiles_dir)
     names = manifest.loc[manifest["split"] == split, "tile"].tolist()
@@ -32,6 +34,9 @@ def load_split(tiles_dir: str | Path, split: str, direction: str, device: torch.
         raise Pix2PixError(f"{tiles_dir}: no '{split}' tiles; check data.val_fraction or re-run prepare")
     tiles = np.stack([read_rgb(tiles_dir / name) for name in names])  # (N, H, 2W, 3)
     width = tiles.shape[2] // 2
+    if size is not None and (tiles.shape[1], width) != (size, size):
+        raise Pix2PixError(f"{tiles_dir}: the {split} tiles are {width}x{tiles.shape[1]}, the params ask for {size}x{size} "
+                           "(image_size, and augment.load_scale for train); re-run prepare (dvc repro prepare)")
     a, b = tiles[:, :, :width], tiles[:, :, width:]
     pair = (a, b) if direction == "AtoB" else (b, a)
     data = torch.from_numpy(np.concatenate(pair, axis=-1)).permute(0, 3, 1, 2).contiguous()

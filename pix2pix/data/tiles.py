@@ -1,6 +1,9 @@
-"""Build aligned A|B tiles at image_size, split them, and record everything in manifest.csv.
+"""Build aligned A|B tiles, split them, and record everything in manifest.csv.
 
-A tile is one PNG of size (image_size, 2 * image_size): A on the left, B on the right. For mask
+A tile is one PNG of size (side, 2 * side): A on the left, B on the right. Val and test tiles are
+image_size; train tiles are the paper's load size (image_size x augment.load_scale, 286 for 256),
+which the jitter random-crops back to image_size: a source is resized once, as the reference does
+(source -> 286), not twice (source -> 256 -> 286, 4.2 grey levels apart on car photos). For mask
 datasets A is the colour mask and B the photo, so `direction: AtoB` means mask -> photo; A|B
 datasets (the pix2pix archives) keep their own halves.
 """
@@ -84,6 +87,11 @@ LAYOUTS = {
 }
 
 
+def tile_size(cfg, split: str) -> int:
+    """Side of a split's tiles: the load size for train, image_size for val and test."""
+    return round(cfg.image_size * cfg.augment.load_scale) if split == "train" else cfg.image_size
+
+
 def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pair]:
     """The source's splits as the reference tests on them: a source with a val split but no test
     split (maps, edges2shoes, night2day, cityscapes, ADE20K) tests on its val split, as pix2pix and
@@ -111,7 +119,7 @@ def build_tiles(raw_dir: str | Path, out_dir: str | Path, cfg) -> pd.DataFrame:
     rows = []
     with atomic_dir(out_dir) as tmp:
         for index, pair in enumerate(tqdm(pairs, desc="tiles", unit="pair")):
-            tile = make_tile(pair, cfg.image_size, cfg.data.fit)
+            tile = make_tile(pair, tile_size(cfg, pair.split), cfg.data.fit)
             name = f"{pair.split}/{index:05d}.png"
             (tmp / pair.split).mkdir(exist_ok=True)
             Image.fromarray(tile).save(tmp / name)
