@@ -47,7 +47,7 @@ def overrides(nproc: int, **extra) -> dict:
 def tiles(tmp_path_factory):  # 6 train pairs: 3 steps per epoch at global batch 2
     folder = tmp_path_factory.mktemp("ddp-tiles")
     write_dataset(folder / "raw", 8, 0)
-    build_tiles(folder / "raw", folder / "tiles", load_config(ROOT / "params.yaml", tiny_overrides()))
+    build_tiles(folder / "raw", folder / "tiles", load_config(ROOT / "params.yaml", overrides(1)))  # no jitter: 64 px
     return folder / "tiles"
 
 
