@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from cleanfid.fid import frechet_distance
 from cleanfid.inception_torchscript import InceptionV3W
 
 from pix2pix.data.device_data import pixels_hash, to_uint8
@@ -107,6 +106,10 @@ def frechet(features1: np.ndarray, features2: np.ndarray) -> float:
         tr_covmean = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
         tr1, tr2 = (x1 * x1).sum() / (n1 - 1), (x2 * x2).sum() / (n2 - 1)
         return float(((mu1 - mu2) ** 2).sum() + tr1 + tr2 - 2 * tr_covmean)
+    # imported here: cleanfid.fid imports torchvision's models and with them torch._dynamo, 2 s at
+    # the start of every stage that scores, for a case no validation or test split here reaches
+    from cleanfid.fid import frechet_distance
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The `disp` argument is deprecated", category=DeprecationWarning)
         return float(frechet_distance(mu1, np.cov(features1, rowvar=False), mu2, np.cov(features2, rowvar=False)))
