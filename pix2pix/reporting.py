@@ -86,13 +86,14 @@ class Reporter:
                 "mlflow_run_id": self.run.run_id}
 
     def checkpoint(self, state: dict) -> None:
-        """checkpoint_dir/last.pt and the curves image."""
         checkpoints.save_last(state, self.checkpoint_dir)
-        save_curves(self.log.rows, self.curves, f"{self.cfg.dataset}, lambda_l1={self.cfg.lambda_l1:g}")
-        self.run.log_artifact(self.curves)
 
     def finish(self, model, model_path, best_model_path) -> None:
-        """The final generator (also to MLflow, as the same file: runs:/<id>/model) and the best one."""
+        """The final generator (also to MLflow, as the same file: runs:/<id>/model), the best one and
+        the curves image: drawn once, at the end (0.45 s a drawing, 90 s over a 200-epoch run); the
+        curves while a run trains are MLflow's and `dvc plots`'."""
+        save_curves(self.log.rows, self.curves, f"{self.cfg.dataset}, lambda_l1={self.cfg.lambda_l1:g}")
+        self.run.log_artifact(self.curves)
         generator_file.save(model.G, self.cfg, model.epoch, model_path)
         with atomic_path(best_model_path) as tmp:
             shutil.copyfile(self.best_path, tmp)

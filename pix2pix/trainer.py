@@ -232,8 +232,8 @@ def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_
 
     Under torchrun every process trains on its shard of each epoch; the main one alone reads and
     writes checkpoints and reports (see Reporter): a grid, metrics rows and MLflow metrics every
-    epoch, checkpoint_dir/last.pt and the curves every train.checkpoint_every epochs, and at the end
-    the final generator to model_path and the best epoch's to best_model_path.
+    epoch, checkpoint_dir/last.pt every train.checkpoint_every epochs, and at the end the curves, the
+    final generator to model_path and the best epoch's to best_model_path.
     """
     world, device = join(cfg)
     try:
