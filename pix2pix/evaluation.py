@@ -34,7 +34,8 @@ class PerImageStatistics:
 
     @staticmethod
     def normalise(bn, args, out):
-        # into batch norm's own output: its memory format (training's, see distributed.memory_format) decides how dropout lays out masks
+        # into batch norm's own output: its memory format (distributed.memory_format) decides how
+        # dropout lays out masks
         return out.copy_(F.instance_norm(args[0], weight=bn.weight, bias=bn.bias, eps=bn.eps))
 
     def drop(self, dropout, args, out):
