@@ -17,7 +17,7 @@ def _seeded():
 
 def tiny_overrides(fid: bool = False, **extra) -> dict:
     """Dotted overrides for a seconds-long CPU run. FID is off unless asked for: the Inception
-    network on CPU takes about 25 s of a tiny pipeline's 30 (tests of FID itself turn it on)."""
+    network's load and passes add seconds to every tiny pipeline (tests of FID itself turn it on)."""
     base = {
         "dataset": "synthetic", "image_size": 64, "epochs": 2, "batch_size": 2, "data.synthetic_count": 24,
         "model.ngf": 8, "model.ndf": 8, "eval.grid_samples": 2, "eval.fid_extractor": "auto" if fid else "none",
