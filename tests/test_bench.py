@@ -57,8 +57,8 @@ def test_flops_of_a_step_are_counted_for_forward_and_backward(tiny_cfg):
 
 def test_cpu_training_keeps_weights_and_batches_in_the_default_layout(tiny_cfg):
     # channels_last weights make CPU fused Adam copy each one to a contiguous tensor and back per step
-    model = bench.Pix2Pix(tiny_cfg, torch.device("cpu"))
-    _, next_batch = bench.project_pipeline(tiny_cfg, torch.zeros(4, 6, 64, 64, dtype=torch.uint8), 1, torch.device("cpu"))
+    model, next_batch = bench.project_pipeline(tiny_cfg, torch.zeros(4, 6, 64, 64, dtype=torch.uint8), 1,
+                                               torch.device("cpu"))
     weights = [p for net in (model.G, model.D) for p in net.parameters() if p.dim() == 4]
     assert weights and all(p.is_contiguous() for p in weights)
     assert all(x.is_contiguous() for x in next_batch())
