@@ -10,9 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
-import signal
 import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -99,38 +97,6 @@ def project_tracking_uri(params_file: str | Path = "params.yaml") -> str:
         raise Pix2PixError(f"{params_file}: no such file, so no MLflow store is named; run from the project folder "
                            "or set MLFLOW_TRACKING_URI")
     return tracking_uri(load_config(params_file) if Path(params_file).exists() else None)
-
-
-def serve_ui(uri: str, host: str, port: int) -> int:
-    """`mlflow ui` on `uri` until it ends or this process gets SIGTERM/SIGINT; either stops the
-    server's whole process group (its gunicorn/uvicorn workers too), so the port is freed.
-
-    Returns 0 after such a requested stop, else the server's own status (128 + N if signal N
-    killed it). The handlers are in place before the server starts: no signal can orphan it."""
-    server: list[subprocess.Popen] = []
-    stopped: list[int] = []
-
-    def stop(signum, frame):
-        stopped.append(signum)
-        for process in server:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        server.append(subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host",
-                                        host, "--port", str(port)], env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                                       start_new_session=True))
-        if stopped:  # the signal came while the server was starting
-            stop(stopped[0], None)
-        code = server[0].wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for process in server:  # workers the server left behind
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-    return 0 if stopped else (128 - code if code < 0 else code)
 
 
 def local_store(uri: str) -> Path | None:

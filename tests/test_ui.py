@@ -47,9 +47,10 @@ def start_ui(cwd, env, **popen) -> tuple[subprocess.Popen, str]:
             time.sleep(0.5)  # a polling interval, not a timing assumption
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ui_server(two_runs):
-    """`pix2pix ui` on the two runs' store; yields (its first stdout line, base URL, env)."""
+    """`pix2pix ui` on the two runs' store, one server for the tests that read it; yields (its
+    first stdout line, base URL, env)."""
     path, env = two_runs
     proc, first_line = start_ui(path, env, start_new_session=True)
     try:
@@ -61,7 +62,9 @@ def ui_server(two_runs):
 
 def test_sigterm_to_ui_stops_the_server_and_its_workers_and_frees_the_port(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    proc, first_line = start_ui(tmp_path, env)  # in this test's process group: the signal reaches `pix2pix ui` alone
+    # in this test's process group: the signal reaches `pix2pix ui` alone, not the server (mlflow ui) it
+    # started, nor the server's own children (uvicorn, MLflow's job runner)
+    proc, first_line = start_ui(tmp_path, env)
     port = int(first_line.rsplit(":", 1)[1])
     try:
         proc.send_signal(15)
