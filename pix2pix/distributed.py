@@ -109,7 +109,9 @@ def torchrun_command(cfg: Config, *target: str, node_rank: int = 0) -> list[str]
 
 
 def launch(cfg: Config, *target: str) -> None:
-    """Run `target` under torchrun and wait; a failed process fails the whole run in one line."""
+    """Run `target` under torchrun and wait; a failed process fails the whole run in one line.
+    This machine's rules are checked first, so a breach costs one line, not the processes' start."""
+    check_processes(cfg, pick_device(cfg.device).type, torch.cuda.device_count())
     cmd = torchrun_command(cfg, *target)
     log.info("launching %d processes: %s", processes(cfg), " ".join(cmd))
     code = subprocess.call(cmd)

@@ -158,41 +158,57 @@ def test_only_the_main_process_writes_so_the_outputs_are_those_of_one_process(on
     assert len(torch.load(two / "checkpoints/last.pt", weights_only=True)["rng"]) == 2  # each process's RNG
 
 
-def test_a_killed_multi_process_run_resumes_to_the_same_weights(tiles, tmp_path):
-    kill = {"PYTHONPATH": str(FAULTS), "PIX2PIX_KILL_AT_STEP": "5"}  # 3 steps per epoch: step 5 is in epoch 2
-    train_stage(tmp_path / "whole", tiles, 2)
-    crash = train_stage(tmp_path / "killed", tiles, 2, kill, check=False)
-    assert crash.returncode != 0
-    assert torch.load(tmp_path / "killed/checkpoints/last.pt", weights_only=True)["epoch"] == 1
-    train_stage(tmp_path / "killed", tiles, 2)
-    a, b = weights(tmp_path / "whole"), weights(tmp_path / "killed")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    _, runs = mlflow_runs(tmp_path / "killed")
-    assert len(runs) == 1
-    assert runs[0].info.run_id == json.loads((tmp_path / "killed/metrics/train.json").read_text())["mlflow_run_id"]
+@pytest.fixture(scope="module")
+def crashed(tiles, tmp_path_factory):
+    """A 2-process run whose rank 1 was SIGKILLed at step 5 (3 steps per epoch: in epoch 2), and the
+    launcher's result; tests resume copies of its folder."""
+    folder = tmp_path_factory.mktemp("crashed") / "run"
+    crash = train_stage(folder, tiles, 2, {"PYTHONPATH": str(FAULTS), "PIX2PIX_KILL_AT_STEP": "5",
+                                           "PIX2PIX_FAULT_RANK": "1"}, check=False)
+    return folder, crash
 
 
-@pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
-def test_a_checkpoint_of_n_processes_resumes_on_m(tiles, tmp_path, before, after):
-    crash = train_stage(tmp_path, tiles, before, {"PYTHONPATH": str(FAULTS), "PIX2PIX_KILL_AT_STEP": "5"}, check=False)
-    assert crash.returncode != 0
-    first = pd.read_csv(tmp_path / "metrics/train_epochs.csv")
-    train_stage(tmp_path, tiles, after)
-    rows = pd.read_csv(tmp_path / "metrics/train_epochs.csv")
-    assert rows["epoch"].tolist() == [1, 2]
-    pd.testing.assert_frame_equal(rows.iloc[:1], first)  # epoch 1 kept from the first run, not redone
-    assert rows["lr"].tolist() == pytest.approx([2e-4, 1e-4])  # the schedule went on
-    _, runs = mlflow_runs(tmp_path)
-    assert len(runs) == 1
-    assert len(torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["rng"]) == after
-
-
-def test_a_killed_process_stops_the_whole_run_with_a_clear_error(tiles, tmp_path):
-    crash = train_stage(tmp_path, tiles, 2, {"PYTHONPATH": str(FAULTS), "PIX2PIX_KILL_AT_STEP": "3",
-                                             "PIX2PIX_FAULT_RANK": "1"}, check=False)
+def test_a_killed_process_stops_the_whole_run_with_a_clear_error(crashed):
+    _, crash = crashed
     assert crash.returncode == 1
     last = crash.stderr.strip().splitlines()[-1]
     assert last.startswith("error: torchrun: a training process failed") and "re-run to resume" in last
+
+
+def resumable_copy(crashed, dest):
+    shutil.copytree(crashed[0], dest, symlinks=True)  # data/tiles stays a link to the shared tiles
+    assert torch.load(dest / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
+    return dest
+
+
+def test_a_killed_multi_process_run_resumes_to_the_same_weights(tiles, crashed, tmp_path):
+    killed = resumable_copy(crashed, tmp_path / "killed")
+    train_stage(killed, tiles, 2)
+    train_stage(tmp_path / "whole", tiles, 2)
+    a, b = weights(tmp_path / "whole"), weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _, runs = mlflow_runs(killed)
+    assert len(runs) == 1
+    assert runs[0].info.run_id == json.loads((killed / "metrics/train.json").read_text())["mlflow_run_id"]
+
+
+@pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
+def test_a_checkpoint_of_n_processes_resumes_on_m(tiles, crashed, tmp_path, before, after):
+    if before == 2:
+        folder = resumable_copy(crashed, tmp_path / "run")
+    else:
+        folder = tmp_path / "run"
+        crash = train_stage(folder, tiles, 1, {"PYTHONPATH": str(FAULTS), "PIX2PIX_KILL_AT_STEP": "5"}, check=False)
+        assert crash.returncode != 0
+    first = pd.read_csv(folder / "metrics/train_epochs.csv")
+    train_stage(folder, tiles, after)
+    rows = pd.read_csv(folder / "metrics/train_epochs.csv")
+    assert rows["epoch"].tolist() == [1, 2]
+    pd.testing.assert_frame_equal(rows.iloc[:1], first)  # epoch 1 kept from the first run, not redone
+    assert rows["lr"].tolist() == pytest.approx([2e-4, 1e-4])  # the schedule went on
+    _, runs = mlflow_runs(folder)
+    assert len(runs) == 1
+    assert len(torch.load(folder / "checkpoints/last.pt", weights_only=True)["rng"]) == after
 
 
 def test_a_stuck_process_fails_the_run_after_the_timeout_instead_of_hanging(tiles, tmp_path):
