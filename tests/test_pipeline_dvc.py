@@ -267,20 +267,6 @@ def test_two_fresh_repos_at_different_paths_reproduce_bit_for_bit_on_cpu(tmp_pat
     assert first == second
 
 
-def test_a_temp_experiment_keeps_its_mlflow_run_in_the_workspace(tmp_path):
-    """`dvc exp run --temp` runs in a temporary copy too; its run lands in the workspace's store."""
-    import mlflow
-
-    env = init_repo(tmp_path, tiny_overrides(epochs=1, **{"optim.decay_share": 0.0}))
-    env.pop("MLFLOW_TRACKING_URI")  # params.yaml's relative sqlite:///mlflow.db
-    run(["dvc", "exp", "run", "--temp", "-n", "exp-temp", "-S", "lambda_l1=5"], tmp_path, env)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("pix2pix").experiment_id])
-    assert [(r.data.tags["dvc_exp_name"], r.data.params["lambda_l1"], r.info.status) for r in runs] == [
-        ("exp-temp", "5.0", "FINISHED")]
-    assert Path(runs[0].info.artifact_uri.removeprefix("file://")).is_dir()  # not in the deleted temp copy
-
-
 def wait_for_queue(path, env, count: int) -> dict[str, str]:
     """Block until `count` queued experiments have finished; returns {name: Success or Failed}."""
     import time
@@ -318,9 +304,10 @@ def run_two_queued(path) -> tuple[dict, dict[str, str]]:
     return env, wait_for_queue(path, env, 2)
 
 
-def test_queued_experiments_run_two_at_once_and_keep_their_mlflow_runs_in_the_workspace(tmp_path):
-    """`dvc queue start -j 2` runs each experiment in a temporary copy of the repo; with the default
-    relative store (sqlite:///mlflow.db) both runs land in the workspace's mlflow.db, complete.
+def test_queued_and_temp_experiments_keep_their_mlflow_runs_in_the_workspace(tmp_path):
+    """`dvc queue start -j 2` runs each experiment in a temporary copy of the repo, two at once, and
+    so does `dvc exp run --temp`, one; with the default relative store (sqlite:///mlflow.db) every
+    run lands in the workspace's mlflow.db, complete.
 
     DVC's own workers sometimes fail an experiment while setting it up, before any of its stages
     runs (treeverse/dvc#10673, open). Only then is the pair run once more, in a fresh repo; a failure
@@ -339,15 +326,17 @@ def test_queued_experiments_run_two_at_once_and_keep_their_mlflow_runs_in_the_wo
             "\n".join(f"--- {name} ---\n{log[-3000:]}" for name, log in logs.items() if log) + worker_logs(path))
         print(f"attempt {attempt}: DVC failed {failed} before any stage ran:{worker_logs(path)}")
     assert not failed, f"DVC's workers failed {failed} in setup twice:{worker_logs(path)}"
+    # in the same repo (DVC's run cache restores the data stages the queue ran)
+    run(["dvc", "exp", "run", "--temp", "-n", "exp-temp", "-S", "lambda_l1=5"], path, env)
     assert (path / "mlflow.db").exists()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}/mlflow.db")
     experiment = client.get_experiment_by_name("pix2pix")
     assert experiment.artifact_location.startswith((path / "mlruns").as_uri())  # not in a deleted temp folder
     runs = {r.data.tags["dvc_exp_name"]: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"exp-l1-10", "exp-l1-1"}
+    assert set(runs) == {"exp-l1-10", "exp-l1-1", "exp-temp"}
     for name, r in runs.items():
         assert r.info.status == "FINISHED"
-        assert r.data.params["lambda_l1"] == {"exp-l1-10": "10.0", "exp-l1-1": "1.0"}[name]
+        assert r.data.params["lambda_l1"] == {"exp-l1-10": "10.0", "exp-l1-1": "1.0", "exp-temp": "5.0"}[name]
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val_FID")] == [1, 2]  # every epoch
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id, "grids")}
         assert artifacts == {"grids/epoch_001.png", "grids/epoch_002.png"}
