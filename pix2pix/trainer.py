@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pix2pix import checkpoints
 from pix2pix.config import Config, decay_epochs, flatten, training_precision
@@ -281,15 +282,16 @@ def _train(cfg, world, device, tiles_dir, checkpoint_dir, model_path, best_model
     bar = tqdm(total=cfg.epochs * epoch_images, initial=model.epoch * epoch_images, unit="img",
                desc=f"epoch {model.epoch + 1}/{cfg.epochs}", disable=not world.main)
     try:
-        for epoch in range(model.epoch, cfg.epochs):
-            row = {"epoch": epoch + 1, "lr": model.lr,
-                   **train_epoch(model, jitter, train_data, cfg, reporter.log_step_losses, bar)}
-            model.end_epoch()
-            reporter.epoch(model, row)
-            if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-                rngs = gather(checkpoints.rng_states(), world)  # every process's, to resume each exactly
-                reporter.checkpoint({**model.state_dict(), "rng": rngs, **reporter.state()})
-        reporter.finish(model, model_path, best_model_path)
+        with logging_redirect_tqdm():  # log lines print above the bar, not into it
+            for epoch in range(model.epoch, cfg.epochs):
+                row = {"epoch": epoch + 1, "lr": model.lr,
+                       **train_epoch(model, jitter, train_data, cfg, reporter.log_step_losses, bar)}
+                model.end_epoch()
+                reporter.epoch(model, row)
+                if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                    rngs = gather(checkpoints.rng_states(), world)  # every process's, to resume each exactly
+                    reporter.checkpoint({**model.state_dict(), "rng": rngs, **reporter.state()})
+            reporter.finish(model, model_path, best_model_path)
     finally:
         bar.close()
         reporter.close()

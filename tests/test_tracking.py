@@ -2,7 +2,9 @@
 
 import dataclasses
 import json
+import logging
 import re
+import sys
 
 import pytest
 import torch
@@ -108,13 +110,23 @@ def test_the_progress_bar_covers_the_whole_run_with_its_eta(tmp_path, capsys):
     cfg = load_config(ROOT / "params.yaml", tiny_overrides(**{"mlflow.enabled": False}))
     write_dataset(tmp_path / "raw", 24, 0)
     build_tiles(tmp_path / "raw", tmp_path / "tiles", cfg)
-    train(cfg, tmp_path / "tiles", tmp_path / "ck", tmp_path / "g.pt", tmp_path / "b.pt", run_files(tmp_path))
+    root, console = logging.getLogger(), logging.StreamHandler(sys.stderr)  # as the stages log, into the capture
+    level = root.level
+    root.addHandler(console)
+    root.setLevel(logging.INFO)
+    try:
+        train(cfg, tmp_path / "tiles", tmp_path / "ck", tmp_path / "g.pt", tmp_path / "b.pt", run_files(tmp_path))
+    finally:
+        root.removeHandler(console)
+        root.setLevel(level)
     summary = json.loads(run_files(tmp_path).metrics.read_text())
     assert 0 < summary["val_L1_mean_image"] < 1 and "val_L1" in summary  # the floor beside the model's L1
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err
     assert "36/36 [" in err and "18/36 [" in err  # 18 images an epoch, counted over both epochs
     assert re.search(r"18/36 \[\d\d:\d\d<\d\d:\d\d", err)  # half-way: elapsed<remaining of the run
+    logged = [m.start() for m in re.finditer(r"epoch \d: lr=", err)]
+    assert len(logged) == 2 and all(err[i - 1] in "\r\n" for i in logged)  # each on a line of its own, not in the bar
 
 
 def test_the_mean_image_baseline_is_the_l1_of_answering_every_input_with_the_mean_target():
