@@ -24,6 +24,7 @@ SHARED = {"project": "pipeline", "reproduced": "pipeline", "two_runs": "pipeline
           "one": "ddp", "two": "ddp", "crashed": "ddp-crashed", "blurred": "fid"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into each test's id
 def pytest_collection_modifyitems(items):
     for item in items:
         group = next((SHARED[name] for name in item.fixturenames if name in SHARED), None)
