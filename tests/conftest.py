@@ -6,6 +6,8 @@ from pathlib import Path
 # pytest-xdist runs the suite in one process per core (pyproject's addopts: -n auto). Each then
 # computes on one thread, it and the stages it starts: two processes of two threads each on 2 cores
 # spin against each other and are slower than one test at a time. Set before torch is imported.
+# A session's fixtures (the shared `reproduced` pipeline) are made in each process whose tests use
+# them: xdist's loadgroup, which would keep such tests on one, cannot rename pytest 9's test ids.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if WORKER:
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -17,19 +19,6 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///" + str(
     Path(os.environ.get("TMPDIR", "/tmp")) / f"pix2pix-tests-mlflow-{WORKER or 'main'}.db"))  # a store per process
-
-# Tests that share a costly fixture (a session's pipeline, a module's trainings or FID features)
-# run on one worker, so it is made once (--dist loadgroup); the first one a test uses names its group.
-SHARED = {"project": "pipeline", "reproduced": "pipeline", "two_runs": "pipeline", "ui_server": "pipeline",
-          "one": "ddp", "two": "ddp", "crashed": "ddp-crashed", "blurred": "fid"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into each test's id
-def pytest_collection_modifyitems(items):
-    for item in items:
-        group = next((SHARED[name] for name in item.fixturenames if name in SHARED), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
