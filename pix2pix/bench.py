@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +33,8 @@ from pix2pix.data.device_data import batches, load_split, split_pair
 from pix2pix.data.sources import direction_of
 from pix2pix.data.synthetic import write_dataset
 from pix2pix.data.tiles import build_tiles, read_manifest, tile_size
-from pix2pix.distributed import World, device_name, epoch_order, join, launch, leave, norm_for
-from pix2pix.errors import exit_on_error
+from pix2pix.distributed import World, device_name, epoch_order, join, launch, leave, norm_for, pick_device
+from pix2pix.errors import Pix2PixError, exit_on_error
 from pix2pix.files import write_json
 from pix2pix.losses import GANLoss
 from pix2pix.models import build_discriminator, build_generator
@@ -302,6 +304,78 @@ def format_scaling(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def concurrent_rows(params: Path, overrides: dict, tiles: Path, counts: list[int], steps: int,
+                    warmup: int) -> list[dict]:
+    """Sweeps on one device: N independent batch-1 trainings at once, each in its own process (as
+    `dvc queue start -j N` runs experiments), for each N in `counts`. The processes warm up, wait
+    for each other, then time `steps` together; the row sums their images/s and takes the largest
+    peak memory of one (CUDA's allocator peak; the resident set on CPU)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pix2pix-concurrent-") as tmp:
+        for n in counts:
+            folder = Path(tmp) / f"n{n}"
+            folder.mkdir()
+            spec = folder / "spec.json"
+            write_json(spec, {"params": str(params), "overrides": overrides, "tiles": str(tiles), "steps": steps,
+                              "warmup": warmup, "processes": n})
+            run_together([[sys.executable, "-m", "pix2pix.bench", str(spec), str(i)] for i in range(n)])
+            each = [json.loads((folder / f"{i}.json").read_text()) for i in range(n)]
+            rows.append({"pipeline": "(b) pix2pix-dvc, N trainings at once", "processes": n, "batch_per_process": 1,
+                         "images_per_s": sum(r["images_per_s"] for r in each),
+                         "per_process_images_per_s": [r["images_per_s"] for r in each],
+                         "peak_mem_gb_per_process": max(r["peak_mem_gb"] for r in each),
+                         "warmup_s": max(r["warmup_s"] for r in each)})
+    for row in rows:
+        row["vs_one"] = row["images_per_s"] / rows[0]["images_per_s"]
+    return rows
+
+
+def run_together(commands: list[list[str]]) -> None:
+    """Start every command and wait for all; when one fails, stop the others (they wait for it)."""
+    procs = [subprocess.Popen(cmd) for cmd in commands]
+    try:
+        while not all(code == 0 for code in (codes := [p.poll() for p in procs])):
+            failed = [code for code in codes if code]
+            if failed:
+                raise Pix2PixError(f"bench: a concurrent training failed (exit {failed[0]}; its error is above)")
+            time.sleep(0.2)  # a polling interval
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@exit_on_error
+def concurrent_worker(spec_path: str, index: str) -> None:
+    """One of a concurrent row's trainings: warm up, wait until all are warm, time the steps."""
+    spec, folder = json.loads(Path(spec_path).read_text()), Path(spec_path).parent
+    cfg = load_config(spec["params"], spec["overrides"])
+    device = pick_device(cfg.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    data = load_split(spec["tiles"], "train", direction_of(cfg.dataset, cfg.direction), device, tile_size(cfg, "train"))
+    model, next_batch = project_pipeline(cfg, data, 1, device)
+    warmup_s, _ = time_it(next_batch, lambda ab: model.step(*ab), device, 1, spec["warmup"])  # and one step
+    (folder / f"{index}.ready").touch()
+    deadline = time.monotonic() + 600
+    while len(list(folder.glob("*.ready"))) < spec["processes"]:  # the others still warming up
+        if time.monotonic() > deadline:
+            raise Pix2PixError("bench: the other concurrent trainings did not start within 600 s")
+        time.sleep(0.01)
+    _, step_s = time_it(next_batch, lambda ab: model.step(*ab), device, spec["steps"], 0)
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux: KiB
+    write_json(folder / f"{index}.json", {"images_per_s": 1 / step_s, "peak_mem_gb": peak / 2**30,
+                                         "warmup_s": warmup_s})
+
+
+def format_concurrent(rows: list[dict]) -> str:
+    lines = [f"{'trainings at once (one device)':<42} {'procs':>5} {'img/s':>9} {'vs one':>7} {'GB/proc':>8}"]
+    lines += [f"{r['pipeline']:<42} {r['processes']:>5} {r['images_per_s']:>9.1f} {r['vs_one']:>6.2f}x "
+              f"{r['peak_mem_gb_per_process']:>8.2f}" for r in rows]
+    return "\n".join(lines)
+
+
 def synthetic_tiles(cfg: Config, count: int, folder: Path) -> Path:
     """Prepare `count` synthetic car pairs at cfg.image_size as tiles, the way the pipeline does."""
     write_dataset(folder / "raw", count, cfg.seed)
@@ -328,22 +402,29 @@ def format_table(rows: list[dict], device: torch.device) -> str:
 
 def bench(cfg: Config, device: torch.device, batch_sizes: list[int], steps: int, warmup: int, workers: int,
           tiles_dir: Path | None = None, count: int = 64, compiled: bool = False, host_data: bool = False,
-          profile: bool = False, scaling: tuple[Path, dict, int] | None = None):
+          profile: bool = False, scaling: tuple[Path, dict, int] | None = None,
+          concurrent: tuple[Path, dict, list[int]] | None = None):
     """run_bench on `tiles_dir`, or on synthetic tiles made for the occasion; with `scaling`
-    (params file, its overrides, processes) also the scaling rows at the fastest batch size.
-    Returns (rows, profile summary or None, scaling rows)."""
+    (params file, its overrides, processes) also the scaling rows at the fastest batch size; with
+    `concurrent` (params file, its overrides, counts) the rows of N trainings at once.
+    Returns (rows, profile summary or None, scaling rows, concurrent rows)."""
     nproc = scaling[2] if scaling else 1
     with tempfile.TemporaryDirectory(prefix="pix2pix-bench-") as tmp:
         count = max(count, round(1.5 * max(batch_sizes) * nproc) + 8)  # enough train tiles for the largest batch
         tiles = tiles_dir or synthetic_tiles(cfg, count, Path(tmp))
         rows, summary = run_bench(cfg, tiles, device, batch_sizes, steps, warmup, workers, compiled, host_data, profile)
-        if not scaling:
-            return rows, summary, []
-        params, overrides, nproc = scaling
-        overrides = {**overrides, "model.norm": norm_for(cfg.model.norm, nproc, device.type)}
-        fastest = max(rows[1:], key=lambda r: r["images_per_s"])["batch"]
-        return rows, summary, scaling_rows(params, overrides, tiles, fastest, nproc, steps, warmup)
+        scaled = []
+        if scaling:
+            params, overrides, nproc = scaling
+            overrides = {**overrides, "model.norm": norm_for(cfg.model.norm, nproc, device.type)}
+            fastest = max(rows[1:], key=lambda r: r["images_per_s"])["batch"]
+            scaled = scaling_rows(params, overrides, tiles, fastest, nproc, steps, warmup)
+        together = concurrent_rows(*concurrent[:2], tiles, concurrent[2], steps, warmup) if concurrent else []
+        return rows, summary, scaled, together
 
 
-if __name__ == "__main__":  # torchrun -m pix2pix.bench SPEC.json: one process of a scaling row
-    scaling_worker(sys.argv[1])
+if __name__ == "__main__":
+    if len(sys.argv) == 3:  # python -m pix2pix.bench SPEC.json INDEX: one of a concurrent row's trainings
+        concurrent_worker(*sys.argv[1:])
+    else:  # torchrun -m pix2pix.bench SPEC.json: one process of a scaling row
+        scaling_worker(sys.argv[1])

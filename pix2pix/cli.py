@@ -69,15 +69,22 @@ def bench(size: int = typer.Option(256, help="image size (the paper: 256)"),
           host_data: bool = typer.Option(False, "--host-data", help="add a row with tiles in pinned host memory"),
           profile: bool = typer.Option(False, "--profile", help="print torch.profiler's top operators at the fastest batch"),
           nproc_per_node: int = typer.Option(1, help="> 1: add data-parallel scaling rows (torchrun, N processes)"),
+          concurrent: str = typer.Option("", help="e.g. 1,2,4,8: add rows of N batch-1 trainings at once on the "
+                                                 "device, as `dvc queue start -j N` runs a sweep"),
           json_path: Path = typer.Option(None, "--json", help="also write the table as JSON")) -> None:
     """Training speed: the classic pix2pix pipeline (a) against this project's (b), same device.
 
     Example: pix2pix bench --size 256 --json bench.json     (CPU smoke test: --size 64 --ngf 8 --batch-sizes 1,4)
     Scaling on 2 GPUs (or CPU processes): pix2pix bench --nproc-per-node 2
+    A sweep's trainings sharing one GPU: pix2pix bench --batch-sizes 1 --concurrent 1,2,4,8
     """
+    counts = [int(n) for n in concurrent.split(",") if n.strip().isdigit() and int(n) > 0] if concurrent else []
+    if concurrent and len(counts) != len(concurrent.split(",")):
+        raise Pix2PixError(f"--concurrent is {concurrent!r}; give counts of trainings, such as 1,2,4,8")
+
     import torch
 
-    from pix2pix.bench import bench as run_bench, format_scaling, format_table
+    from pix2pix.bench import bench as run_bench, format_concurrent, format_scaling, format_table
     from pix2pix.config import load_config
     from pix2pix.distributed import device_name, pick_device
     from pix2pix.files import write_json
@@ -87,17 +94,20 @@ def bench(size: int = typer.Option(256, help="image size (the paper: 256)"),
     cfg = load_config(params_file, overrides)
     dev = pick_device(device)
     sizes = [int(b) for b in batch_sizes.split(",")]
-    rows, summary, scaling = run_bench(cfg, dev, sizes, steps, warmup, workers, tiles, compiled=compile,
-                                       host_data=host_data, profile=profile,
-                                       scaling=(params_file, overrides, nproc_per_node) if nproc_per_node > 1 else None)
+    rows, summary, scaling, together = run_bench(
+        cfg, dev, sizes, steps, warmup, workers, tiles, compiled=compile, host_data=host_data, profile=profile,
+        scaling=(params_file, overrides, nproc_per_node) if nproc_per_node > 1 else None,
+        concurrent=(params_file, overrides, counts) if counts else None)
     typer.echo(format_table(rows, dev))
     if scaling:
         typer.echo(format_scaling(scaling))
+    if together:
+        typer.echo(format_concurrent(together))
     if summary:
         typer.echo(summary)
     if json_path:
         write_json(json_path, {"device": device_name(dev), "torch": torch.__version__, "size": size, "rows": rows,
-                               "scaling": scaling})
+                               "scaling": scaling, "concurrent": together})
 
 
 @app.command()

@@ -48,6 +48,31 @@ def test_bench_measures_data_parallel_scaling_on_two_processes(tmp_path, monkeyp
     assert "data-parallel scaling" in result.output
 
 
+@pytest.mark.slow
+def test_bench_runs_n_trainings_at_once_and_adds_up_their_rates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--size", "32", "--ngf", "8", "--batch-sizes", "1", "--steps", "2",
+                                      "--warmup", "1", "--workers", "0", "--device", "cpu", "--concurrent", "1,2",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["concurrent"]
+    assert [r["processes"] for r in rows] == [1, 2]
+    for r in rows:  # one timing per process, summed
+        assert len(r["per_process_images_per_s"]) == r["processes"] and all(v > 0 for v in r["per_process_images_per_s"])
+        assert r["images_per_s"] == pytest.approx(sum(r["per_process_images_per_s"]))
+        assert 0.1 < r["peak_mem_gb_per_process"] < 16  # a CPU training's resident set: torch and the model
+    assert rows[0]["vs_one"] == 1.0 and rows[1]["vs_one"] == pytest.approx(rows[1]["images_per_s"] / rows[0]["images_per_s"])
+    assert "trainings at once" in result.output
+
+
+def test_bench_refuses_concurrent_counts_that_are_not_counts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["bench", "--concurrent", "1,two"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --concurrent is '1,two'; give counts of trainings, such as 1,2,4,8"
+
+
 def test_flops_of_a_step_are_counted_for_forward_and_backward(tiny_cfg):
     model = bench.Pix2Pix(tiny_cfg, torch.device("cpu"))
     x = torch.rand(2, 6, 64, 64) * 2 - 1
