@@ -334,10 +334,13 @@ def run_together(commands: list[list[str]]) -> None:
     """Start every command and wait for all; when one fails, stop the others (they wait for it)."""
     procs = [subprocess.Popen(cmd) for cmd in commands]
     try:
-        while not all(code == 0 for code in (codes := [p.poll() for p in procs])):
+        while True:
+            codes = [p.poll() for p in procs]
             failed = [code for code in codes if code]
             if failed:
                 raise Pix2PixError(f"bench: a concurrent training failed (exit {failed[0]}; its error is above)")
+            if all(code == 0 for code in codes):
+                return
             time.sleep(0.2)  # a polling interval
     finally:
         for p in procs:

@@ -66,6 +66,19 @@ def test_bench_runs_n_trainings_at_once_and_adds_up_their_rates(tmp_path, monkey
     assert "trainings at once" in result.output
 
 
+def test_a_failed_concurrent_training_stops_the_others_with_one_line():
+    import subprocess
+    import sys
+
+    from pix2pix.errors import Pix2PixError
+
+    waiting = [sys.executable, "-c", "import time; time.sleep(600)"]  # one waiting for the others, forever
+    with pytest.raises(Pix2PixError, match=r"^bench: a concurrent training failed \(exit 3; its error is above\)$"):
+        bench.run_together([waiting, [sys.executable, "-c", "raise SystemExit(3)"]])
+    alive = subprocess.run(["pgrep", "-f", "time.sleep\\(600\\)"], capture_output=True, text=True).stdout.split()
+    assert not alive  # the waiting one was stopped, not left behind
+
+
 def test_bench_refuses_concurrent_counts_that_are_not_counts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["bench", "--concurrent", "1,two"])
