@@ -13,13 +13,19 @@ from pix2pix.cli import app
 from pix2pix.distributed import memory_format
 
 
-def test_bench_cli_prints_and_writes_the_table(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no params.yaml here: the repo's defaults are used
+def tiny_bench(tmp_path, monkeypatch, *options: str):
+    """`pix2pix bench` at 32 px, width 8, 2 timed steps on the CPU, run where no params.yaml is (the
+    repo's defaults are used); (its CLI result, the JSON it wrote)."""
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", "--size", "32", "--ngf", "8", "--batch-sizes", "1,4", "--steps", "2",
-                                      "--warmup", "1", "--workers", "0", "--device", "cpu", "--json", str(out)])
+    result = CliRunner().invoke(app, ["bench", "--size", "32", "--ngf", "8", "--steps", "2", "--warmup", "1",
+                                      "--workers", "0", "--device", "cpu", *options, "--json", str(out)])
     assert result.exit_code == 0, result.output
-    table = json.loads(out.read_text())
+    return result, json.loads(out.read_text())
+
+
+def test_bench_cli_prints_and_writes_the_table(tmp_path, monkeypatch):
+    result, table = tiny_bench(tmp_path, monkeypatch, "--batch-sizes", "1,4")
     assert table["device"] == "cpu" and table["size"] == 32
     rows = table["rows"]
     assert [r["pipeline"].split()[0] for r in rows] == ["(a)", "(b)", "(b)"] and [r["batch"] for r in rows] == [1, 1, 4]
@@ -34,13 +40,8 @@ def test_bench_cli_prints_and_writes_the_table(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_bench_measures_data_parallel_scaling_on_two_processes(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    out = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", "--size", "32", "--ngf", "8", "--batch-sizes", "2", "--steps", "2",
-                                      "--warmup", "1", "--workers", "0", "--device", "cpu", "--nproc-per-node", "2",
-                                      "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())["scaling"]
+    result, table = tiny_bench(tmp_path, monkeypatch, "--batch-sizes", "2", "--nproc-per-node", "2")
+    rows = table["scaling"]
     assert [r["processes"] for r in rows] == [1, 2] and all(r["batch_per_process"] == 2 for r in rows)
     assert rows[0]["scaling"] == 1.0
     assert rows[1]["scaling"] == pytest.approx(rows[1]["images_per_s"] / (2 * rows[0]["images_per_s"]))
@@ -50,13 +51,8 @@ def test_bench_measures_data_parallel_scaling_on_two_processes(tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_bench_runs_n_trainings_at_once_and_adds_up_their_rates(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    out = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", "--size", "32", "--ngf", "8", "--batch-sizes", "1", "--steps", "2",
-                                      "--warmup", "1", "--workers", "0", "--device", "cpu", "--concurrent", "1,2",
-                                      "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())["concurrent"]
+    result, table = tiny_bench(tmp_path, monkeypatch, "--batch-sizes", "1", "--concurrent", "1,2")
+    rows = table["concurrent"]
     assert [r["processes"] for r in rows] == [1, 2]
     for r in rows:  # one timing per process, summed
         assert len(r["per_process_images_per_s"]) == r["processes"] and all(v > 0 for v in r["per_process_images_per_s"])
