@@ -15,10 +15,11 @@ from pathlib import Path
 import typer
 import yaml
 
+from pix2pix.data.framing import MAX_PIXELS
 from pix2pix.errors import Pix2PixError, exit_on_error
 
 PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"  # the repo's defaults
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="pix2pix-dvc: reproducible pix2pix with DVC.")
 
 
@@ -34,6 +35,7 @@ def main(debug: bool = typer.Option(False, "--debug", help="show the traceback o
 def params(path: Path = typer.Argument(Path("params.yaml"), help="params file to check")) -> None:
     """Validate a params file and print every resolved value (dotted names), one per line.
 
+    \b
     Example: pix2pix params params.yaml
     """
     from pix2pix.config import flatten, load_config
@@ -47,6 +49,7 @@ def params(path: Path = typer.Argument(Path("params.yaml"), help="params file to
 def synth(out: Path = typer.Argument(..., help="folder to create"), count: int = 20, seed: int = 0) -> None:
     """Write procedural car photos and class-id masks in the car-segmentation layout.
 
+    \b
     Example: pix2pix synth /tmp/cars --count 50
     """
     from pix2pix.data.synthetic import write_dataset
@@ -74,19 +77,26 @@ def bench(size: int = typer.Option(256, help="image size (the paper: 256)"),
           json_path: Path = typer.Option(None, "--json", help="also write the table as JSON")) -> None:
     """Training speed: the classic pix2pix pipeline (a) against this project's (b), same device.
 
-    Example: pix2pix bench --size 256 --json bench.json     (CPU smoke test: --size 64 --ngf 8 --batch-sizes 1,4)
-    Scaling on 2 GPUs (or CPU processes): pix2pix bench --nproc-per-node 2
-    A sweep's trainings sharing one GPU: pix2pix bench --batch-sizes 1 --concurrent 1,2,4,8
+    \b
+    Example: pix2pix bench --size 256 --json bench.json
+    On a CPU:                   pix2pix bench --size 64 --ngf 8 --batch-sizes 1,4 --device cpu
+    Scaling on 2 GPUs:          pix2pix bench --nproc-per-node 2
+    Trainings sharing one GPU:  pix2pix bench --batch-sizes 1 --concurrent 1,2,4,8
     """
     counts = [int(n) for n in concurrent.split(",") if n.strip().isdigit() and int(n) > 0] if concurrent else []
     if concurrent and len(counts) != len(concurrent.split(",")):
         raise Pix2PixError(f"--concurrent is {concurrent!r}; give counts of trainings, such as 1,2,4,8")
 
+    import tempfile
+
     import torch
 
-    from pix2pix.bench import bench as run_bench, format_concurrent, format_scaling, format_table
+    from pix2pix.bench.concurrent import concurrent_rows, format_concurrent
+    from pix2pix.bench.pipeline import synthetic_tiles
+    from pix2pix.bench.scaling import format_scaling, scaling_rows
+    from pix2pix.bench.speed import format_table, speed_rows
     from pix2pix.config import load_config
-    from pix2pix.distributed import device_name, pick_device
+    from pix2pix.distributed import device_name, norm_for, pick_device
     from pix2pix.files import write_json
 
     params_file = Path("params.yaml").resolve() if Path("params.yaml").exists() else PARAMS
@@ -94,15 +104,20 @@ def bench(size: int = typer.Option(256, help="image size (the paper: 256)"),
     cfg = load_config(params_file, overrides)
     dev = pick_device(device)
     sizes = [int(b) for b in batch_sizes.split(",")]
-    rows, summary, scaling, together = run_bench(
-        cfg, dev, sizes, steps, warmup, workers, tiles, compiled=compile, host_data=host_data, profile=profile,
-        scaling=(params_file, overrides, nproc_per_node) if nproc_per_node > 1 else None,
-        concurrent=(params_file, overrides, counts) if counts else None)
-    typer.echo(format_table(rows, dev))
-    if scaling:
-        typer.echo(format_scaling(scaling))
-    if together:
-        typer.echo(format_concurrent(together))
+    with tempfile.TemporaryDirectory(prefix="pix2pix-bench-") as tmp:
+        count = max(64, round(1.5 * max(sizes) * nproc_per_node) + 8)  # enough train tiles for the largest batch
+        tiles = tiles or synthetic_tiles(cfg, count, Path(tmp))
+        rows, summary = speed_rows(cfg, tiles, dev, sizes, steps, warmup, workers, compile, host_data, profile)
+        typer.echo(format_table(rows, dev))
+        scaling = together = []
+        if nproc_per_node > 1:
+            fastest = max(rows[1:], key=lambda r: r["images_per_s"])["batch"]
+            norm = {"model.norm": norm_for(cfg.model.norm, nproc_per_node, dev.type)}
+            scaling = scaling_rows(params_file, {**overrides, **norm}, tiles, fastest, nproc_per_node, steps, warmup)
+            typer.echo(format_scaling(scaling))
+        if counts:
+            together = concurrent_rows(params_file, overrides, tiles, counts, steps, warmup)
+            typer.echo(format_concurrent(together))
     if summary:
         typer.echo(summary)
     if json_path:
@@ -118,6 +133,8 @@ def torchrun(node_rank: int = typer.Option(0, help="this machine's number: 0 is 
 
     Machine 0 runs `dvc repro`, which starts this line itself; start the printed line for
     --node-rank 1, 2, ... on each other machine (same code, params and data/tiles there).
+
+    \b
     Example: pix2pix torchrun --node-rank 1
     """
     from pix2pix.config import load_config
@@ -139,11 +156,13 @@ def torchrun(node_rank: int = typer.Option(0, help="this machine's number: 0 is 
 def ui(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file naming the store"),
        host: str = typer.Option("127.0.0.1", help="interface to listen on; loopback keeps it private"),
        port: int = typer.Option(5000, help="port to listen on"),
-       workers: int = typer.Option(1, min=1, help="server processes; 1 serves a browser or two and is up in 10 s "
-                                                  "on 2 cores, where MLflow's default 4 take 15 s")) -> None:
+       workers: int = typer.Option(1, min=1, help="server processes: one serves a browser or two and starts "
+                                                  "sooner than MLflow's default of 4")) -> None:
     """Start the MLflow UI on this project's tracking store and print its URL.
 
     The store is $MLFLOW_TRACKING_URI, else mlflow.tracking_uri in params.yaml.
+
+    \b
     Example: pix2pix ui --port 5001   (then open the printed URL; Ctrl-C stops it)
     """
     from pix2pix.tracking import project_tracking_uri
@@ -156,7 +175,8 @@ def ui(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="p
 
 @app.command()
 @exit_on_error
-def translate(model: str = typer.Argument(..., help="models/generator.pt, checkpoints/last.pt or runs:/<run id>/model"),
+def translate(model: str = typer.Argument(..., help="models/generator.pt, a checkpoint, runs:/<run id>/model, "
+                                                    "models:/<name>/<version> or models:/<name>@<alias>"),
               inputs: list[Path] = typer.Argument(..., help="image files or folders"),
               out: Path = typer.Option(Path("translated"), "--out", help="folder for <name>.png outputs"),
               mode: str = typer.Option("paper", help="paper: dropout and per-image batch statistics, as the "
@@ -166,11 +186,14 @@ def translate(model: str = typer.Argument(..., help="models/generator.pt, checkp
               seed: int = typer.Option(0, help="seed of the dropout noise in paper mode"),
               scale: str = typer.Option("train", help="train: at the scale the model was trained on, resized back "
                                                       "to the input's size; native: at the input's own resolution"),
-              max_pixels: int = typer.Option(4_000_000, help="native scale: larger images are generated in "
-                                                             "blended tiles instead of whole")) -> None:
+              max_pixels: int = typer.Option(MAX_PIXELS, help="native scale: larger images are generated in "
+                                                              "blended tiles instead of whole")) -> None:
     """Translate your own images with a trained generator; any size and aspect ratio.
 
-    Cars take a class-id mask (grey, ids 0-4) or a colour mask; other datasets their input image.
+    Each input is fed as the model's training tiles were made: framed by its data.fit, and, for a
+    label-map model, class ids (a grey map) coloured with its palette; a colour map passes as it is.
+
+    \b
     Example: pix2pix translate models/generator.pt my_masks/ --out translated/
     """
     from pix2pix.distributed import pick_device
@@ -184,18 +207,53 @@ def translate(model: str = typer.Argument(..., help="models/generator.pt, checkp
 
 @app.command()
 @exit_on_error
-def export(model: str = typer.Argument(..., help="models/generator.pt, a checkpoint or runs:/<run id>/model"),
+def export(model: str = typer.Argument(..., help="models/generator.pt, a checkpoint, runs:/<id>/model or models:/<name>/<v>"),
            out: Path = typer.Option(Path("generator.pt2"), "--out", help="file to write"),
            fmt: str = typer.Option("pt2", "--format", help="pt2: a torch.export program; torchscript: for "
                                                            "runtimes that still load TorchScript (deprecated by torch)")) -> None:
     """Export the generator (eval mode) for use without this package:
     torch.export.load(FILE).module()(x), or torch.jit.load(FILE)(x) for --format torchscript.
 
+    \b
     Example: pix2pix export models/generator.pt --out generator.pt2
     """
     from pix2pix.translate import export as run_export
 
     typer.echo(run_export(model, out, fmt))
+
+
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Your own pairs: see them as the pipeline will, before a long run.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+@exit_on_error
+def data_check(path: Path = typer.Argument(..., help="the folder of your pairs (what data.path will name)"),
+               layout: str = typer.Option(None, help="auto, ab, paired or labels (default: params.yaml's data.layout)"),
+               palette: str = typer.Option(None, help="cars, ade20k or a JSON file in PATH (default: data.palette)"),
+               fit: str = typer.Option(None, help="crop or pad (default: data.fit)"),
+               size: int = typer.Option(None, help="the model's image size (default: image_size)"),
+               preview: Path = typer.Option(Path("data_check.png"), help="where to draw the first pairs as the model sees them"),
+               params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file for the defaults")) -> None:
+    """Check a folder of pairs: its layout, pairs per split, sizes and modes, every problem that
+    prepare would refuse, and a preview of the first pairs framed and coloured as the model sees them.
+
+    \b
+    Example: pix2pix data check data/own     (then open data_check.png)
+    """
+    from pix2pix.config import load_config
+    from pix2pix.data.check import check
+
+    overrides = {"dataset": "folder", "data.path": str(path), "data.layout": layout, "data.palette": palette,
+                 "data.fit": fit, "image_size": size, "mlflow.enabled": False}
+    cfg = load_config(params_file if params_file.exists() else PARAMS,
+                      {k: v for k, v in overrides.items() if v is not None})
+    report = check(path, cfg, preview)
+    for line in report.lines():
+        typer.echo(line)
+    typer.echo(f"preview: {preview}")
+    if report.problem:
+        raise Pix2PixError(f"{path}: prepare would refuse this folder (problems above)")
 
 
 @app.command()
@@ -204,6 +262,8 @@ def doctor(params_file: Path = typer.Option(Path("params.yaml"), "--params", hel
     """Check what a long run needs: device, bf16, memory, FID network, DVC, MLflow store, dataset.
 
     Exits 1 when something blocks a run (a FAIL line).
+
+    \b
     Example: pix2pix doctor
     """
     from pix2pix.doctor import diagnose

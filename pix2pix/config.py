@@ -7,6 +7,7 @@ and the allowed values, and are raised before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from dataclasses import dataclass
@@ -21,9 +22,12 @@ from pix2pix.errors import Pix2PixError
 
 @dataclass(frozen=True)
 class DataConfig:
+    path: str  # the folder prepare reads: data/raw (the download stage's) or your own (dataset: folder)
+    layout: Literal["auto", "ab", "paired", "labels"]  # dataset: folder; see data/pairs.py
+    palette: str  # dataset: folder, class-id label maps: cars, ade20k or a JSON file in data.path
     synthetic_count: int  # synthetic dataset: image/mask pairs generated (train + test)
     val_fraction: float  # share of train carved out as val when the source has no val split
-    mirror: str  # folder of datasets or their archives, tried before $PIX2PIX_MIRROR and the URL
+    mirror: str  # folder holding a copy of the dataset (its archive or extracted folder), tried first
     fit: Literal["crop", "pad"]  # non-square sources: resize shorter side + centre crop, or pad
 
 
@@ -100,12 +104,22 @@ class Config:
     eval: EvalConfig
     mlflow: MlflowConfig
 
+    @property
+    def task_direction(self) -> str:
+        """`direction`, with `auto` read as the dataset's usual task (sources.py)."""
+        return DATASETS[self.dataset].direction if self.direction == "auto" else self.direction
+
+    def tile_size(self, split: str) -> int:
+        """Side of a split's tiles: the load size for train (image_size x augment.load_scale, which
+        the jitter random-crops back), image_size for val and test."""
+        return round(self.image_size * self.augment.load_scale) if split == "train" else self.image_size
+
 
 # Params that say how a run is executed or reported, not what it computes. No DVC stage depends on
 # them (changing one re-runs nothing, tests/test_stage_deps.py checks dvc.yaml against this list),
 # and a checkpoint may be resumed under other values of them. `device` is here although CPU and GPU
 # kernels round differently: what reproduces where is in the README's Reproducibility section.
-EXECUTION_ONLY = ("device", "data.mirror", "train.log_every", "train.threads", "train.checkpoint_every",
+EXECUTION_ONLY = ("device", "train.log_every", "train.threads", "train.checkpoint_every",
                   "train.device_data_gb", "train.compile", "train.cuda_graphs", "train.resume",
                   "train.max_nonfinite_steps", "train.nproc_per_node", "train.nnodes", "train.rdzv_endpoint",
                   "train.dist_timeout_s", "mlflow.enabled", "mlflow.tracking_uri", "mlflow.experiment")
@@ -192,9 +206,9 @@ def _build(cls, raw, prefix: str, source: Path):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names))
     if unknown:
-        raise Pix2PixError(
-            f"{source}: unknown key '{prefix}{unknown[0]}'; allowed here: {', '.join(names)}"
-        )
+        near = difflib.get_close_matches(str(unknown[0]), names, n=1)
+        hint = f"did you mean '{prefix}{near[0]}'? " if near else ""
+        raise Pix2PixError(f"{source}: unknown key '{prefix}{unknown[0]}'; {hint}allowed here: {', '.join(names)}")
     values = {}
     for name in names:
         key = f"{prefix}{name}"
@@ -238,6 +252,8 @@ def _check_values(cfg: Config, source: Path) -> None:
     need(cfg.lambda_l1 >= 0, "lambda_l1", ">= 0", cfg.lambda_l1)
     need(cfg.seed >= 0, "seed", ">= 0", cfg.seed)
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device", "auto, cpu, cuda or cuda:N", cfg.device)
+    need(cfg.dataset != "folder" or cfg.data.path.strip() not in ("", "."), "data.path",
+         "the folder of your pairs when dataset is folder (for example data/own)", cfg.data.path)
     need(cfg.data.synthetic_count >= 4, "data.synthetic_count", ">= 4", cfg.data.synthetic_count)
     need(0 <= cfg.data.val_fraction < 1, "data.val_fraction", "in [0, 1)", cfg.data.val_fraction)
     need(cfg.model.ngf >= 1, "model.ngf", ">= 1", cfg.model.ngf)

@@ -12,7 +12,9 @@ import torch
 
 from pix2pix import fid
 from pix2pix.config import load_config, processes
+from pix2pix.data.check import scan
 from pix2pix.data.download import MIRROR_ENV, mirror_folders, mirror_holds
+from pix2pix.data.tiles import downloaded_dataset
 from pix2pix.data.sources import DATASETS
 from pix2pix.distributed import check_processes, device_name, pick_device
 from pix2pix.errors import Pix2PixError
@@ -104,8 +106,10 @@ def mirror_check(cfg) -> Check:
 
 
 def dataset_check(cfg, root: Path) -> Check:
-    if (root / "data" / "raw" / cfg.dataset).is_dir():
-        return Check("dataset", "ok", f"{cfg.dataset} is in data/raw/{cfg.dataset}")
+    if cfg.dataset == "folder":
+        return folder_check(cfg, root)
+    if downloaded_dataset(root / cfg.data.path) == cfg.dataset:
+        return Check("dataset", "ok", f"{cfg.dataset} is in {cfg.data.path}")
     mirrors = mirror_folders(cfg)
     source = DATASETS[cfg.dataset]
     if cfg.dataset == "synthetic":
@@ -115,6 +119,18 @@ def dataset_check(cfg, root: Path) -> Check:
     if not source.urls:
         return Check("dataset", "FAIL", f"{cfg.dataset} has no public download: set data.mirror to your archives")
     return Check("dataset", "warn", f"{cfg.dataset} not downloaded yet: the download stage fetches {source.urls[0]}")
+
+
+def folder_check(cfg, root: Path) -> Check:
+    """Your own pairs (data.path): pix2pix data check's verdict, from the files' headers."""
+    try:
+        report = scan(root / cfg.data.path, cfg)
+    except Pix2PixError as err:
+        return Check("dataset", "FAIL", str(err))
+    summary = f"{cfg.data.path}: " + report.lines()[0].split(": ", 1)[1]  # named as params.yaml names it
+    if report.problem:
+        return Check("dataset", "FAIL", f"{report.problem} (pix2pix data check {cfg.data.path} shows all)")
+    return Check("dataset", "ok", f"{summary} (headers read; pix2pix data check decodes every file)")
 
 
 def diagnose(params: Path) -> list[Check]:

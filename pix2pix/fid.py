@@ -20,6 +20,10 @@ The network comes from one of two places:
 
 `auto` uses clean-fid's model when its weights are on disk and the offline port otherwise.
 Every FID value is reported with the name of the network that produced it.
+
+KID (Binkowski et al. 2018) comes beside FID, in the clean protocol: clean-fid's kernel_distance
+(an unbiased estimate, so small sets do not inflate it as they inflate FID), here with the spread
+over its random subsets, which says how far two runs' values must differ to mean anything.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from pix2pix.files import atomic_path, cache_dir
 log = logging.getLogger(__name__)
 EXTRACTORS = ("auto", "clean-fid", "offline")
 MODES = ("clean", "legacy_pytorch")
+KID_SUBSETS = 100
+MIN_IMAGES = 50  # fewer generated or reference images than this: FID too noisy and biased to rank runs
 
 
 def cleanfid_weights() -> Path:
@@ -115,6 +121,23 @@ def frechet(features1: np.ndarray, features2: np.ndarray) -> float:
         return float(frechet_distance(mu1, np.cov(features1, rowvar=False), mu2, np.cov(features2, rowvar=False)))
 
 
+def kid(features1: np.ndarray, features2: np.ndarray, subsets: int = KID_SUBSETS, seed: int = 0) -> tuple[float, float]:
+    """(KID, its standard deviation over `subsets` random subsets): clean-fid's kernel_distance,
+    the cubic polynomial kernel MMD, on subsets of half the smaller set (whole sets would make
+    every subset the same and the spread 0), drawn from a seeded generator of its own."""
+    rng = np.random.RandomState(seed)  # clean-fid draws from numpy's global generator: training's state
+    d = features1.shape[1]
+    m = max(2, min(len(features1), len(features2)) // 2)
+    values = []
+    for _ in range(subsets):
+        x = features2[rng.choice(len(features2), m, replace=False)]
+        y = features1[rng.choice(len(features1), m, replace=False)]
+        a = (x @ x.T / d + 1) ** 3 + (y @ y.T / d + 1) ** 3
+        b = (x @ y.T / d + 1) ** 3
+        values.append(((a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m) / m)
+    return float(np.mean(values)), float(np.std(values))
+
+
 def reference_features(images: torch.Tensor, network, name: str, mode: str, cache_dir: str | Path) -> np.ndarray:
     """The features of a fixed reference set, cached by its pixels, the network's name and the mode."""
     cache = Path(cache_dir) / f"{pixels_hash(to_uint8(images))[:16]}-{name}-{mode}-features.npz"
@@ -129,8 +152,8 @@ def reference_features(images: torch.Tensor, network, name: str, mode: str, cach
 
 
 class FidScorer:
-    """FID in each of `modes` of generated images against one fixed set of targets, whose features
-    are computed once (and cached across runs)."""
+    """FID in each of `modes`, and KID, of generated images against one fixed set of targets, whose
+    features are computed once (and cached across runs)."""
 
     def __init__(self, targets: torch.Tensor, kind: str, device, cache_dir: str | Path,
                  modes: tuple[str, ...] = ("clean",)):
@@ -143,10 +166,17 @@ class FidScorer:
             self.reference = {m: reference_features(targets, self.network, self.name, m, cache_dir) for m in modes}
 
     def __call__(self, images: torch.Tensor) -> dict[str, float]:
-        """{mode: FID}; empty when FID is off or either set has fewer than 2 images (no covariance)."""
+        """{"FID": clean FID, "FID_<mode>": other modes' FID, "KID", "KID_std"}; empty when FID is
+        off or either set has fewer than 2 images (no covariance)."""
         if self.name == "none":
             return {}
         if min(len(images), self.count) < 2:
             log.warning("FID needs at least 2 images per set (have %d and %d); not computed", len(images), self.count)
             return {}
-        return {m: frechet(features(images, self.network, m), self.reference[m]) for m in self.modes}
+        out = {}
+        for mode in self.modes:
+            generated = features(images, self.network, mode)
+            out["FID" + ("" if mode == "clean" else f"_{mode}")] = frechet(generated, self.reference[mode])
+            if mode == "clean":
+                out["KID"], out["KID_std"] = kid(generated, self.reference[mode])
+        return out

@@ -8,18 +8,20 @@ one; the others get a Silent reporter.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from pix2pix import checkpoints, generator_file
+from pix2pix.checkpoints import Checkpoint
 from pix2pix.config import Config, training_precision
 from pix2pix.curves import save_curves
-from pix2pix.evaluation import fid_scorer, mean_image_l1, save_grid, score
+from pix2pix.evaluation import fid_scorer, mean_image_l1, mean_target, score, split_size
 from pix2pix.files import atomic_path
+from pix2pix.grids import save_grid
 from pix2pix.tracking import EpochLog, MlflowRun, run_environment
 
 log = logging.getLogger(__name__)
@@ -41,40 +43,47 @@ class RunFiles:
     curves: Path  # the losses and validation curves (PNG)
 
 
+TIMINGS = ("images_per_s",)  # MLflow and the log only: metrics/ holds what a re-run reproduces
+
+
 class Reporter:
-    def __init__(self, cfg: Config, val_data: torch.Tensor, files: RunFiles, checkpoint_dir: Path,
-                 dataset_hash: str, state: dict | None, train_mean: torch.Tensor):
-        self.cfg, self.val_data, self.dataset_hash = cfg, val_data, dataset_hash
+    """The main process's reports. `data` is the run's trainer.TrainingData; `state` the checkpoint
+    a resumed run continues (its rows, best epoch and MLflow run)."""
+
+    def __init__(self, cfg: Config, data, files: RunFiles, checkpoint_dir: Path, state: Checkpoint | None):
+        self.cfg, self.val_data, self.dataset_hash, self.description = cfg, data.val, data.hash, data.generator
         self.checkpoint_dir, self.grids, self.curves = checkpoint_dir, files.grids, files.curves
         self.best_path = checkpoint_dir / "best.pt"
+        report = state.report if state else {"rows": [], "best": None, "mlflow_run_id": None}
         if not state:
             shutil.rmtree(self.grids, ignore_errors=True)  # a persisted output: stale grids of an older run go
-        device = val_data.device
-        self.scorer = fid_scorer(val_data, cfg.eval.fid_extractor, device)
+        device = self.val_data.device
+        self.scorer = fid_scorer(self.val_data, cfg.eval.fid_extractor, device)
         environment = run_environment(device, training_precision(cfg, device.type))
-        self.run = MlflowRun(cfg, {"fid_extractor": self.scorer.name, "dataset_hash": dataset_hash, **environment},
-                             run_id=state["mlflow_run_id"] if state else None)
-        baseline = mean_image_l1(train_mean, val_data, "val")
+        self.run = MlflowRun(cfg, {"fid_extractor": self.scorer.name, "dataset_hash": data.hash, **environment},
+                             run_id=report["mlflow_run_id"])
+        baseline = mean_image_l1(mean_target(data.train, cfg.image_size), self.val_data, "val")
         self.run.log_metrics(baseline, step=0)
-        self.log = EpochLog(files.metrics, files.epochs, rows=state["rows"] if state else [],
-                            summary={**environment, **baseline, **({"mlflow_run_id": self.run.run_id} if self.run.run_id else {})})
-        self.best: dict | None = state["best"] if state else None
+        self.log = EpochLog(files.metrics, files.epochs, rows=report["rows"],
+                            summary={**environment, **baseline, **split_size(self.val_data, "val", self.scorer.name != "none")})
+        self.best: dict | None = report["best"]
         self.last_row: dict = self.log.rows[-1] if self.log.rows else {}
 
-    def epoch(self, model, row: dict) -> None:
+    def epoch(self, engine, row: dict) -> None:
         """Validate the epoch's generator, keep it if best, write the grid and log the row."""
-        metrics, images = score(model.generator(), self.val_data, self.cfg.eval.generator_mode, self.scorer, "val",
+        metrics, images = score(engine.generator(), self.val_data, self.cfg.eval.generator_mode, self.scorer, "val",
                                 self.cfg.seed)
         row.update(metrics)
-        if better(row, self.best):
-            self.best = row
-            generator_file.save(model.G, self.cfg, row["epoch"], self.best_path)
+        kept = {k: v for k, v in row.items() if k not in TIMINGS}
+        if better(kept, self.best):
+            self.best = kept
+            generator_file.save(engine.G, row["epoch"], self.description, self.best_path)
         grid_path = self.grids / f"epoch_{row['epoch']:03d}.png"
         save_grid(images, self.cfg.eval.grid_samples, grid_path, f"epoch {row['epoch']}/{self.cfg.epochs}  val")
-        self.log.add(row, best_epoch=self.best["epoch"])
+        self.log.add(kept, best_epoch=self.best["epoch"])
         self.run.log_metrics(row, step=row["epoch"])
         self.run.log_artifact(grid_path, "grids")
-        self.last_row = row
+        self.last_row = kept
         log.info("epoch %d: %s", row["epoch"], ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
 
     def log_step_losses(self, losses: dict, step: int) -> None:
@@ -82,21 +91,21 @@ class Reporter:
 
     def state(self) -> dict:
         """The reporting part of a checkpoint: what a resumed run continues."""
-        return {"rows": self.log.rows, "best": self.best, "dataset_hash": self.dataset_hash,
-                "mlflow_run_id": self.run.run_id}
+        return {"rows": self.log.rows, "best": self.best, "mlflow_run_id": self.run.run_id}
 
-    def checkpoint(self, state: dict) -> None:
+    def checkpoint(self, state: Checkpoint) -> None:
         checkpoints.save_last(state, self.checkpoint_dir)
 
-    def finish(self, model, model_path, best_model_path) -> None:
-        """The final generator (also to MLflow, as the same file: runs:/<id>/model), the best one and
-        the curves image: drawn once, at the end (0.45 s a drawing, 90 s over a 200-epoch run); the
-        curves while a run trains are MLflow's and `dvc plots`'."""
+    def finish(self, engine, model_path, best_model_path) -> None:
+        """The final generator (also to MLflow: runs:/<id>/model), the best one and the curves image,
+        drawn once, at the end; while a run trains, MLflow and `dvc plots` show the curves."""
         save_curves(self.log.rows, self.curves, f"{self.cfg.dataset}, lambda_l1={self.cfg.lambda_l1:g}")
         self.run.log_artifact(self.curves)
-        generator_file.save(model.G, self.cfg, model.epoch, model_path)
+        generator_file.save(engine.G, engine.epoch, self.description, model_path)
         with atomic_path(best_model_path) as tmp:
             shutil.copyfile(self.best_path, tmp)
+        # DVC's hash of the model file (dvc.lock's md5): the key from a commit's model to its run
+        self.run.set_tags({"model_md5": hashlib.md5(Path(model_path).read_bytes()).hexdigest()})
         self.run.log_artifact(model_path, "model")
 
     def close(self) -> None:
@@ -110,8 +119,8 @@ class Silent:
         self.last_row: dict = {}
 
     def log_step_losses(self, losses: dict, step: int) -> None: ...
-    def epoch(self, model, row: dict) -> None: ...
+    def epoch(self, engine, row: dict) -> None: ...
     def state(self) -> dict: return {}
     def checkpoint(self, state: dict) -> None: ...
-    def finish(self, model, model_path, best_model_path) -> None: ...
+    def finish(self, engine, model_path, best_model_path) -> None: ...
     def close(self) -> None: ...

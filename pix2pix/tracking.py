@@ -199,6 +199,9 @@ class MlflowRun:
         """Losses every `train.log_every` steps, as step_<name> against the optimisation step."""
         self.log_metrics({f"step_{k}": v for k, v in losses.items()}, step=step)
 
+    def set_tags(self, tags: dict) -> None:
+        self._safe(f"tags {', '.join(tags)}", lambda: self.mlflow.set_tags(tags))
+
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._safe(f"artifact {path}", lambda: self.mlflow.log_artifact(str(path), artifact_path=folder))
 

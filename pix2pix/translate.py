@@ -1,11 +1,13 @@
 """Apply a trained generator to a user's own images (`pix2pix translate`) and export it (`pix2pix export`).
 
-Any size and aspect ratio, at one of two scales:
+An input is fed to the model as its training tiles were made (the generator file's `input`: the
+framing, data.fit; nearest resizing and the palette's colours for a label map). Any size and aspect
+ratio, at one of two scales:
 
-- train (default): a model sees the world at the scale it was trained on, so the image is resized
-  as the training tiles were (shorter side to the training size), generated in squares of the
-  training size (one for a square image; overlapping and blended along the longer side), and the
-  output resized back to the input's size.
+- train (default): a model sees the world at the scale it was trained on, so the image is framed
+  as the training tiles were (framing.frame: crop keeps the whole image with its shorter side at
+  the training size, generated in overlapping squares along the longer side; pad pads it to a
+  square first), and the output is brought back to the input's size.
 - native: the image at its own resolution: whole (padded to a multiple of the size the U-Net
   halves down to 1 pixel, then cropped back) when it has at most `max_pixels`, else in overlapping
   tiles of the training size blended with a smooth window, so no seams show.
@@ -23,61 +25,63 @@ from tqdm import tqdm
 
 from pix2pix import generator_file
 from pix2pix.data.device_data import to_uint8, to_unit
-from pix2pix.data.masks import PALETTE, colorize
-from pix2pix.data.pairs import IMAGE_EXTS, read_rgb
-from pix2pix.data.sources import DATASETS
+from pix2pix.data.framing import MAX_PIXELS, frame
+from pix2pix.data.images import is_image, read_label, read_rgb
+from pix2pix.data.palettes import Palette
 from pix2pix.errors import Pix2PixError
-from pix2pix.evaluation import apply
 from pix2pix.files import atomic_path
+from pix2pix.generation import apply
 from pix2pix.tracking import project_tracking_uri
 
 SCALES = ("train", "native")
-MAX_PIXELS = 4_000_000  # native scale: larger images are tiled (a whole pass needs ~1 GB per megapixel at ngf 64)
+MLFLOW_URIS = ("runs:/", "models:/")
 
 
 def load_model(source: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """(G, {"image_size", "dataset", "direction"}) from models/generator*.pt, a training checkpoint
-    (checkpoints/last.pt or best.pt) or an MLflow run's copy of the generator file (runs:/<id>/model)."""
-    G, bundle = generator_file.load(source if not source.startswith("runs:/") else run_file(source), device)
-    return G, {k: bundle[k] for k in ("image_size", "dataset", "direction")}
+    """(G, its generator file's description) from models/generator*.pt, a training checkpoint
+    (checkpoints/last.pt or best.pt), or MLflow: a run's model (runs:/<id>/model) or a registered
+    one (models:/<name>/<version>, models:/<name>@<alias>)."""
+    G, bundle = generator_file.load(mlflow_file(source) if source.startswith(MLFLOW_URIS) else source, device)
+    return G, {k: v for k, v in bundle.items() if k != "generator"}
 
 
-# The tile half (A left, B right) that holds a label map, per dataset layout, as data/tiles.py builds
-# them: that half was resized nearest (no blended colours), the other bicubic.
-LABEL_HALF = {"masks": "AtoB", "ade20k": "AtoB", "cityscapes": "BtoA"}  # the direction whose input is that half
+def mlflow_file(source: str) -> Path:
+    """The generator file inside an MLflow model (or a run's artifact folder), fetched to a local folder."""
+    import mlflow  # slow to import: only for MLflow sources
 
-
-def input_resample(dataset: str, direction: str):
-    """How the model's inputs were resized in training: nearest for label maps, else bicubic."""
-    return Image.NEAREST if LABEL_HALF.get(DATASETS[dataset].layout) == direction else Image.BICUBIC
-
-
-def run_file(source: str) -> Path:
-    """The generator file an MLflow run holds under `model/`, fetched to a local folder."""
-    import mlflow  # slow to import: only for runs:/ sources
-
-    mlflow.set_tracking_uri(project_tracking_uri())  # the project's store, as `pix2pix ui` shows it
-
+    uri = project_tracking_uri()  # the project's store, as `pix2pix ui` shows it
+    mlflow.set_tracking_uri(uri)
     try:
-        folder = mlflow.artifacts.download_artifacts(artifact_uri=source)
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
     except Exception as err:
-        raise Pix2PixError(f"{source}: cannot fetch the run's model ({type(err).__name__}: {str(err)[:200]}); "
-                           "check the run id and MLFLOW_TRACKING_URI") from None
-    saved = sorted(Path(folder).glob("*.pt"))  # the run's models/generator.pt (reporting.Reporter.finish)
+        if getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            raise Pix2PixError(f"{source}: not in the MLflow store {uri} ({str(err).splitlines()[0][:120]}); runs and "
+                               "models live in the store of the machine that trained them (MLFLOW_TRACKING_URI "
+                               "names another); the committed model is models/generator.pt (`dvc pull` gets it)") from None
+        raise Pix2PixError(f"{source}: cannot fetch it from the MLflow store {uri} ({type(err).__name__}: "
+                           f"{str(err)[:200]})") from None
+    saved = sorted(folder.rglob("generator.pt")) if folder.is_dir() else [folder]
     if not saved:
-        raise Pix2PixError(f"{source}: the run holds no generator file; give another run or a file")
+        raise Pix2PixError(f"{source}: holds no generator.pt; give a pix2pix model, a run's model/ or a file")
     return saved[0]
 
 
-def read_input(path: Path, dataset: str) -> np.ndarray:
-    """(H, W, 3) uint8 input. For cars a class-id mask (grey, ids 0-4) becomes the colour mask the
-    model was trained on; a colour mask passes as it is."""
-    rgb = read_rgb(path)
-    if DATASETS[dataset].layout == "masks":
-        grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
-        if grey and rgb.max() < len(PALETTE):
-            return colorize(rgb[..., 0], str(path))
-    return rgb
+def model_input(image: np.ndarray, model: dict, source: str = "input") -> np.ndarray:
+    """(H, W) class ids or (H, W, 3) uint8 -> the (H, W, 3) the model takes: a label model colours
+    class ids (a grey map) with its palette; a colour map, or any photo, passes as it is."""
+    ids = image if image.ndim == 2 else None
+    if image.ndim == 3 and model["input"]["label"] and (image[..., :1] == image).all():
+        ids = image[..., 0]
+    if ids is None or not model["input"]["label"]:
+        return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    if model["input"]["palette"] is None:
+        raise Pix2PixError(f"{source}: class ids, but this model has no palette to colour them; give a colour label map")
+    return Palette.from_dict(model["input"]["palette"]).colour(ids, str(source))
+
+
+def read_input(path: Path, model: dict) -> np.ndarray:
+    """An input file as the model takes it (module docstring)."""
+    return model_input(read_label(path) if model["input"]["label"] else read_rgb(path), model, str(path))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -108,60 +112,72 @@ def tiled(G: torch.nn.Module, x: torch.Tensor, size: int, mode: str, batch_size:
     return out / total
 
 
-def translate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, batch_size: int, device: torch.device,
-                    scale: str = "train", resample=Image.BICUBIC, max_pixels: int = MAX_PIXELS,
-                    seed: int = 0) -> np.ndarray:
-    """(H, W, 3) uint8 in, (H, W, 3) uint8 out. `resample` resizes the input at train scale: NEAREST
-    for label maps and masks (as prepare does), so that no blended colours appear. `seed` seeds
-    paper mode's dropout: an image's output does not depend on the other images translated."""
-    h, w = rgb.shape[:2]
+def translate_image(G: torch.nn.Module, rgb: np.ndarray, model: dict, mode: str, batch_size: int, device: torch.device,
+                    scale: str = "train", max_pixels: int = MAX_PIXELS, seed: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8 in (model_input's), (H, W, 3) uint8 out, fed as `model` (a generator file's
+    description) says. `seed` seeds paper mode's dropout: an image's output does not depend on the
+    other images translated."""
+    size = model["image_size"]
     if scale == "train":
-        k = size / min(h, w)
-        rgb = np.asarray(Image.fromarray(rgb).resize((max(size, round(w * k)), max(size, round(h * k))), resample))
+        resample = Image.NEAREST if model["input"]["label"] else Image.BICUBIC
+        framed = frame(Image.fromarray(rgb), size, model["input"]["fit"], resample)
+        return framed.restore(generate_image(G, np.asarray(framed.image), size, mode, batch_size, device, 0, seed))
+    return generate_image(G, rgb, size, mode, batch_size, device, max_pixels, seed)
+
+
+def generate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, batch_size: int, device: torch.device,
+                   max_pixels: int, seed: int) -> np.ndarray:
+    """G on one (H, W, 3) uint8 image of any size: whole when it has at most max_pixels, else in
+    blended size x size tiles (one, for a square of the training size)."""
     x = to_unit(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].to(device))  # a copy: PIL's arrays are read-only
     xh, xw = x.shape[-2:]
-    if scale == "native" and xh * xw <= max_pixels:
+    if xh * xw <= max_pixels:
         y = apply(G, pad_to_multiple(x, size), mode, batch_size, seed)[:, :, :xh, :xw]
     else:
         y = tiled(G, x, size, mode, batch_size, seed)[:, :, :xh, :xw]
-    out = to_uint8(y)[0].permute(1, 2, 0).cpu().numpy()
-    return out if (xh, xw) == (h, w) else np.asarray(Image.fromarray(out).resize((w, h), Image.BICUBIC))
+    return to_uint8(y)[0].permute(1, 2, 0).cpu().numpy()
 
 
 def input_files(inputs: list[Path]) -> list[Path]:
     found = []
     for item in inputs:
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+            found += sorted(p for p in item.rglob("*") if is_image(p))
         elif item.is_file():
             found.append(item)
         else:
             raise Pix2PixError(f"{item}: no such file or folder")
     if not found:
-        raise Pix2PixError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {', '.join(map(str, inputs))}")
+        raise Pix2PixError(f"no images in {', '.join(map(str, inputs))}")
     return found
 
 
 def translate(source: str, inputs: list[Path], out_dir: Path, mode: str = "paper", batch_size: int = 8,
               device: torch.device | str = "cpu", seed: int = 0, scale: str = "train",
               max_pixels: int = MAX_PIXELS) -> list[Path]:
-    """Translate every image in `inputs` to out_dir/<name>.png; returns the written paths."""
+    """Translate every image in `inputs` to out_dir/<name>.png; returns the written paths. An input
+    that cannot be read does not stop the others: the run ends with one error naming each."""
     if scale not in SCALES:
         raise Pix2PixError(f"--scale is {scale!r}; allowed: {', '.join(SCALES)}")
     device = torch.device(device)
-    G, info = load_model(source, device)
-    resample = input_resample(info["dataset"], info["direction"])
+    G, model = load_model(source, device)
     files = input_files(inputs)
-    written = []
+    written, failed = [], []
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="translate", unit="img"):
-        rgb = read_input(path, info["dataset"])
-        result = translate_image(G, rgb, info["image_size"], mode, batch_size, device, scale, resample, max_pixels,
-                                 seed)
+        try:
+            rgb = read_input(path, model)
+        except Pix2PixError as err:
+            failed.append(str(err))
+            continue
+        result = translate_image(G, rgb, model, mode, batch_size, device, scale, max_pixels, seed)
         target = out_dir / f"{path.stem}.png"
         with atomic_path(target) as tmp:  # an interrupted run leaves whole images only
             Image.fromarray(result).save(tmp, format="PNG")
         written.append(target)
+    if failed:
+        raise Pix2PixError(f"{len(failed)} of {len(files)} inputs were not translated ({'; '.join(failed[:3])}"
+                           f"{'; ...' if len(failed) > 3 else ''}); the other {len(written)} are in {out_dir}")
     return written
 
 
@@ -174,7 +190,7 @@ def export(source: str, out: Path, fmt: str = "pt2") -> Path:
     if fmt not in EXPORT_FORMATS:
         raise Pix2PixError(f"--format is {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
     G, info = load_model(source, torch.device("cpu"))
-    G.eval()
+    G.eval().requires_grad_(False)  # an inference program: its outputs carry no autograd history
     size = info["image_size"]
     with torch.no_grad(), atomic_path(out) as tmp:
         if fmt == "pt2":  # example batch 2: torch.export keeps a batch of 0 or 1 symbolic only from 2 up

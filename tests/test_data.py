@@ -1,3 +1,5 @@
+"""Built-in datasets to tiles: synthetic cars, palettes, splits, tiles, device data and jitter."""
+
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +10,13 @@ from PIL import Image
 from pix2pix.data import synthetic
 from pix2pix.data.augment import PairJitter
 from pix2pix.data.device_data import batches, load_split, place, resident
-from pix2pix.data.masks import PALETTE, colorize
-from pix2pix.data.pairs import discover_mask_pairs
-from pix2pix.data.tiles import build_tiles, fit, read_manifest
+from pix2pix.data.download import fetch
+from pix2pix.data.framing import fit
+from pix2pix.data.palettes import PALETTES
+from pix2pix.data.tiles import build_tiles, read_info, read_manifest
 from pix2pix.errors import Pix2PixError
+
+CARS = PALETTES["cars"]
 
 
 def test_synthetic_samples_are_deterministic_and_varied():
@@ -31,47 +36,36 @@ def test_synthetic_masks_hold_every_car_class():
         assert photo.shape[:2] == mask.shape and photo.dtype == np.uint8
 
 
-def test_each_class_gets_its_colour():
+def test_each_class_gets_its_colour_and_an_unknown_id_is_refused_naming_the_file():
     ids = np.random.default_rng(0).integers(0, 5, size=(16, 16)).astype(np.uint8)
-    color = colorize(ids)
-    colours = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]  # background, body, wheels, lights, windows
+    colour = CARS.colour(ids)
+    colours = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
     for k, rgb in enumerate(colours):
-        assert (color[ids == k] == rgb).all()
-    assert [tuple(c) for c in PALETTE] == colours
-
-
-def test_unknown_class_id_is_refused_naming_the_file():
-    with pytest.raises(Pix2PixError, match="m.png: unknown class id 7"):
-        colorize(np.array([[0, 7]], dtype=np.uint8), "m.png")
+        assert (colour[ids == k] == rgb).all()
+    assert CARS.names == ("background", "body", "wheels", "lights", "windows")
+    with pytest.raises(Pix2PixError, match=r"m.png: class id 7 is not in the palette, which covers 0..4"):
+        CARS.colour(np.array([[0, 7]], dtype=np.uint8), "m.png")
 
 
 @pytest.fixture
-def raw_cars(tmp_path):
-    synthetic.write_dataset(tmp_path / "raw", count=12, seed=0)
-    return tmp_path / "raw"
+def raw_cars(tmp_path, tiny_cfg):
+    """The synthetic dataset as the download stage writes it (with its SOURCE.json)."""
+    return fetch(tiny_cfg, tmp_path / "raw")
 
 
-def test_build_tiles_splits_and_mask_half_uses_only_palette(raw_cars, tmp_path, tiny_cfg):
+def test_tiles_are_split_framed_once_and_the_label_half_holds_palette_colours_only(raw_cars, tmp_path, tiny_cfg):
     manifest = build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
-    assert set(manifest["split"]) == {"train", "val", "test"}
-    assert len(manifest) == 12
+    assert set(manifest["split"]) == {"train", "val", "test"} and len(manifest) == 24
     assert read_manifest(tmp_path / "tiles")["tile"].tolist() == manifest["tile"].tolist()
-    for name, split in zip(manifest["tile"], manifest["split"]):
-        tile = np.asarray(Image.open(tmp_path / "tiles" / name))
+    assert read_info(tmp_path / "tiles")["label_half"] == "A"
+    for tile_name, split, source in zip(manifest["tile"], manifest["split"], manifest["source_b"]):
+        tile = np.asarray(Image.open(tmp_path / "tiles" / tile_name))
         side = 72 if split == "train" else 64  # train at the load size: 64 x 286/256, rounded
         assert tile.shape == (side, 2 * side, 3)
-        colours = {tuple(c) for c in tile[:, :side].reshape(-1, 3)}
-        assert colours <= {tuple(c) for c in PALETTE}
-
-
-def test_each_tile_is_its_source_resized_once(raw_cars, tmp_path, tiny_cfg):
-    """Train tiles at the load size, so that the jitter only crops: no source -> 64 -> 72 resize."""
-    manifest = build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
-    for split, side in (("train", 72), ("test", 64)):
-        row = manifest[manifest["split"] == split].iloc[0]
-        photo = np.asarray(Image.open(tmp_path / "tiles" / row["tile"]))[:, side:]
-        once = fit(Image.open(raw_cars / row["source_b"]).convert("RGB"), side, "crop", Image.BICUBIC)
-        assert np.array_equal(photo, np.asarray(once)), split
+        # masks resized nearest: no blended colours; photos resized once, from the source to the side
+        assert {tuple(c) for c in tile[:, :side].reshape(-1, 3)} <= {tuple(c) for c in CARS.colours}
+        once = fit(Image.open(raw_cars / source).convert("RGB"), side, "crop", Image.BICUBIC)
+        assert np.array_equal(tile[:, side:], np.asarray(once))
 
 
 def test_split_is_deterministic_by_seed(raw_cars, tmp_path, tiny_cfg):
@@ -80,19 +74,10 @@ def test_split_is_deterministic_by_seed(raw_cars, tmp_path, tiny_cfg):
     assert first.equals(second)
 
 
-def test_missing_mask_is_a_clear_error(raw_cars):
-    next((raw_cars / "train" / "labels").iterdir()).unlink()
-    with pytest.raises(Pix2PixError, match="no mask with the same name"):
-        discover_mask_pairs(raw_cars)
-
-
-def test_size_mismatch_fails_and_leaves_no_tiles(raw_cars, tmp_path, tiny_cfg):
-    mask = next((raw_cars / "train" / "labels").iterdir())
-    Image.fromarray(np.zeros((10, 10), np.uint8)).save(mask)
-    with pytest.raises(Pix2PixError, match="must be the same size"):
+def test_prepare_refuses_a_folder_that_is_not_the_datasets_download(raw_cars, tmp_path, tiny_cfg):
+    (raw_cars / "SOURCE.json").unlink()  # say, data.path pointed at a folder of your own with dataset: synthetic
+    with pytest.raises(Pix2PixError, match=r"not the download of 'synthetic'.*dataset: folder"):
         build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
-    assert not (tmp_path / "tiles").exists()
-    assert not list(tmp_path.glob(".tiles*"))
 
 
 def test_load_split_gives_input_and_target_by_direction(raw_cars, tmp_path, tiny_cfg):
@@ -129,48 +114,36 @@ def test_jitter_varies_across_samples_and_calls():
     assert not torch.equal(first, second)  # and across epochs
 
 
-def test_unknown_class_id_in_a_mask_fails_prepare_without_output(raw_cars, tmp_path, tiny_cfg):
-    mask = next((raw_cars / "train" / "labels").iterdir())
-    ids = np.asarray(Image.open(mask)).copy()
+def test_every_bad_pair_is_named_in_one_message_and_nothing_is_written(raw_cars, tmp_path, tiny_cfg):
+    labels, images = raw_cars / "train" / "labels", raw_cars / "train" / "images"
+    first, second, third = sorted(labels.iterdir())[:3]
+    ids = np.asarray(Image.open(first)).copy()
     ids[0, 0] = 9
-    Image.fromarray(ids).save(mask)
-    with pytest.raises(Pix2PixError, match=f"{mask.name}: unknown class id 9"):
+    Image.fromarray(ids).save(first)  # an id the palette does not cover
+    (images / second.name).write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # an unreadable photo
+    third.unlink()  # a photo without its mask
+    with pytest.raises(Pix2PixError) as caught:
         build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
-    assert not (tmp_path / "tiles").exists()
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{raw_cars}: 1 image has no partner (train/images/{third.name})")
+    assert f"{first.name}: class id 9 is not in the palette" in message and "2 of 23 pairs cannot be used" in message
+    assert f"{second.name}: unreadable image" in message
+    assert not (tmp_path / "tiles").exists() and not list(tmp_path.glob(".tiles*"))
 
 
-def test_non_image_file_among_images_is_named(raw_cars):
+def test_files_that_are_not_images_are_skipped_and_named(raw_cars, tmp_path, tiny_cfg, caplog):
     (raw_cars / "train" / "images" / "notes.txt").write_text("hello")
-    with pytest.raises(Pix2PixError, match="notes.txt: not an image file"):
-        discover_mask_pairs(raw_cars)
+    manifest = build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
+    assert len(manifest) == 24
+    assert "skipping 1 files that are not images (train/images/notes.txt)" in caplog.text
 
 
-def test_unreadable_image_is_named(raw_cars, tmp_path, tiny_cfg):
-    image = next((raw_cars / "train" / "images").iterdir())
-    image.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(Pix2PixError, match=f"{image.name}: unreadable image"):
-        build_tiles(raw_cars, tmp_path / "tiles", tiny_cfg)
-
-
-def test_empty_dataset_is_a_clear_error(tmp_path):
-    (tmp_path / "images").mkdir()
-    (tmp_path / "labels").mkdir()
-    with pytest.raises(Pix2PixError, match="no image/mask pairs found"):
-        discover_mask_pairs(tmp_path)
-
-
-def test_masks_are_resized_nearest_never_blending_colours(tmp_path, tiny_cfg):
-    (tmp_path / "images").mkdir()
-    (tmp_path / "labels").mkdir()
-    ids = np.random.default_rng(0).integers(0, 5, size=(75, 100)).astype(np.uint8)
-    Image.fromarray(ids).save(tmp_path / "labels" / "a.png")
-    Image.fromarray(np.zeros((75, 100, 3), np.uint8)).save(tmp_path / "images" / "a.jpg")
-    from pix2pix.data.pairs import Pair
-    from pix2pix.data.tiles import mask_pair_tile
-
-    for mode in ("crop", "pad"):
-        tile = mask_pair_tile(Pair("train", tmp_path / "images" / "a.jpg", tmp_path / "labels" / "a.png"), 64, mode)
-        assert {tuple(c) for c in tile[:, :tile.shape[0]].reshape(-1, 3)} <= {tuple(c) for c in PALETTE}
+def test_an_empty_dataset_is_a_clear_error(tmp_path, tiny_cfg):
+    (tmp_path / "raw" / "images").mkdir(parents=True)
+    (tmp_path / "raw" / "labels").mkdir()
+    (tmp_path / "raw" / "SOURCE.json").write_text('{"dataset": "synthetic"}')
+    with pytest.raises(Pix2PixError, match="no pairs found in layout labels"):
+        build_tiles(tmp_path / "raw", tmp_path / "tiles", tiny_cfg)
 
 
 def test_a_split_stays_on_the_gpu_only_within_the_budget():
@@ -201,7 +174,6 @@ def test_host_held_batches_arrive_on_the_gpu_in_order():
     assert got.device.type == "cuda" and torch.equal(got.cpu(), data[order])
 
 
-
 def test_a_source_without_a_test_split_tests_on_its_val_split():
     from collections import Counter
 
@@ -209,7 +181,7 @@ def test_a_source_without_a_test_split_tests_on_its_val_split():
     from pix2pix.data.tiles import assign_splits
 
     def source(**counts) -> list[Pair]:
-        return [Pair(split, Path(f"{split}/{i}.jpg"), Path(f"{split}/{i}.png")) for split, n in counts.items()
+        return [Pair(split, Path(f"{split}/{i}.png"), Path(f"{split}/{i}.jpg")) for split, n in counts.items()
                 for i in range(n)]
 
     def split(pairs) -> Counter:
@@ -217,7 +189,7 @@ def test_a_source_without_a_test_split_tests_on_its_val_split():
 
     assert split(source(train=20, val=5, test=6)) == {"train": 20, "val": 5, "test": 6}  # facades: as it is
     maps = assign_splits(source(train=20, val=5), val_fraction=0.1, seed=0)  # the reference tests on val
-    assert [p.image for p in maps if p.split == "test"] == [Path(f"val/{i}.jpg") for i in range(5)]
-    assert all(p.image.parent.name == "train" for p in maps if p.split != "test")  # val carved from train
+    assert [p.b for p in maps if p.split == "test"] == [Path(f"val/{i}.jpg") for i in range(5)]
+    assert all(p.b.parent.name == "train" for p in maps if p.split != "test")  # val carved from train
     assert split(maps) == {"train": 18, "val": 2, "test": 5}
     assert split(source(**{"": 20})) == {"train": 16, "val": 2, "test": 2}  # no splits: both carved from train

@@ -17,7 +17,7 @@ from archives import (ADE_OUTDOOR, CAR, ROAD, ade20k_zip, car_zip_entries, small
 from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
 from pix2pix.config import load_config
 from pix2pix.data import download
-from pix2pix.data.masks import PALETTES
+from pix2pix.data.palettes import PALETTES
 from pix2pix.data.sources import DATASETS
 from pix2pix.data.tiles import build_tiles
 from pix2pix.errors import Pix2PixError
@@ -193,7 +193,7 @@ def test_cars_zip_in_any_layout_pairs_by_stem(server, env, monkeypatch):
     assert len(manifest) == 6 and set(manifest["split"]) == {"train", "val", "test"}
     for name in manifest["tile"]:  # the mask half holds only the five car colours
         tile = np.asarray(Image.open(env / "tiles" / name))
-        assert {tuple(c) for c in tile[:, :tile.shape[0]].reshape(-1, 3)} <= {tuple(c) for c in PALETTES["cars"]}
+        assert {tuple(c) for c in tile[:, :tile.shape[0]].reshape(-1, 3)} <= {tuple(c) for c in PALETTES["cars"].colours}
 
 
 @needs_shared
@@ -214,6 +214,42 @@ def test_mirror_that_is_not_a_folder_is_a_clear_error(env, monkeypatch):
         download.fetch(cfg_for("cars"), env / "raw")
 
 
+def test_data_mirror_must_hold_the_dataset_where_the_machines_mirror_may_not(env, monkeypatch, tmp_path):
+    """data.mirror names a copy of this dataset: one that holds other files (your own pairs, say) is
+    refused in one line; $PIX2PIX_MIRROR, a machine's shelf of datasets, may lack one (the URL follows)."""
+    own = tmp_path / "own-pairs"
+    (own / "A").mkdir(parents=True)
+    with pytest.raises(Pix2PixError, match=r"data.mirror .*own-pairs holds no cars/ or car-segmentation/ or "
+                                           r"car-segmentation.zip; .*dataset: folder"):
+        download.fetch(cfg_for("cars", **{"data.mirror": str(own)}), env / "raw")
+    monkeypatch.setenv("PIX2PIX_MIRROR", str(own))
+    monkeypatch.setitem(DATASETS, "cars", dataclasses.replace(DATASETS["cars"], urls=("http://127.0.0.1:9/c.zip",)))
+    with pytest.raises(Pix2PixError, match="could not download 'cars'"):  # on to the URL, which fails here
+        download.fetch(cfg_for("cars"), env / "raw")
+    assert not (env / "raw").exists()
+
+
+@pytest.mark.parametrize("damage", ["changed", "missing"])
+def test_a_mirror_folder_whose_files_do_not_match_its_sums_is_refused(env, monkeypatch, tmp_path, damage):
+    import hashlib
+
+    folder = tmp_path / "mirror" / "facades"
+    for name, data in small_facades().items():
+        (folder.parent / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder.parent / name).write_bytes(data)
+    files = sorted(p for p in folder.rglob("*.jpg"))
+    (folder / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder)}\n"
+                                               for p in files))
+    if damage == "changed":
+        files[0].write_bytes(files[0].read_bytes() + b"!")
+    else:
+        files[0].unlink()
+    message = "sha256 does not match" if damage == "changed" else "listed in .* but missing"
+    with pytest.raises(Pix2PixError, match=f"{files[0].name}: {message}.*restore"):
+        download.fetch(cfg_for("facades", **{"data.mirror": str(folder.parent)}), env / "raw")
+    assert not (env / "raw").exists()
+
+
 def test_cityscapes_from_the_users_archives(env, tmp_path):
     """Two zips laid out as gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip are."""
     archives = tmp_path / "my-archives"
@@ -221,8 +257,8 @@ def test_cityscapes_from_the_users_archives(env, tmp_path):
     cfg = cfg_for("cityscapes", **{"data.mirror": str(archives)})
     manifest = build_tiles(download.fetch(cfg, env / "raw"), env / "tiles", cfg)
     assert manifest["split"].value_counts().to_dict() == {"train": 2, "val": 1, "test": 2}
-    assert all(manifest["source_a"].str.endswith("_gtFine_color.png"))  # never labelIds, never test
-    assert all(manifest[manifest["split"] == "test"]["source_b"].str.contains("/val/"))  # tested on val, as the reference
+    assert all(manifest["source_b"].str.endswith("_gtFine_color.png"))  # never labelIds, never test
+    assert all(manifest[manifest["split"] == "test"]["source_a"].str.contains("/val/"))  # tested on val, as the reference
     tile = np.asarray(Image.open(env / "tiles" / manifest["tile"][0]))
     label_half = {tuple(c) for c in tile[:, tile.shape[0]:].reshape(-1, 3)}
     assert label_half <= {ROAD, CAR}  # resized nearest: no blended colours
@@ -240,4 +276,4 @@ def test_ade20k_keeps_only_outdoor_scenes_and_colours_150_classes(server, env, m
     kept = {Path(p).stem for p in manifest["source_b"]}
     assert kept == ADE_OUTDOOR
     tile = np.asarray(Image.open(env / "tiles" / manifest["tile"][0]))
-    assert {tuple(c) for c in tile[:, :tile.shape[0]].reshape(-1, 3)} <= {tuple(PALETTES["ade20k"][i]) for i in (0, 13, 150)}
+    assert {tuple(c) for c in tile[:, :tile.shape[0]].reshape(-1, 3)} <= {tuple(PALETTES["ade20k"].colours[i]) for i in (0, 13, 150)}

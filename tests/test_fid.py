@@ -166,14 +166,34 @@ def test_auto_uses_the_offline_port_when_clean_fid_weights_are_absent(tmp_path, 
         fid.build_extractor("inception")
 
 
-def test_scorer_gives_each_mode_as_fid_on_folders(photos, blurred, extractor, tmp_path):
+def test_scorer_gives_each_mode_as_fid_on_folders_and_kid_beside(photos, blurred, extractor, tmp_path):
     images = as_tensor(photos)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 16 images: singular covariances, TorchScript, yet no warning for users
         scorer = fid.FidScorer(images, "offline", "cpu", tmp_path / "cache", fid.MODES)
-        assert all(abs(v) < 1e-3 for v in scorer(images).values())
+        same = scorer(images)
+    assert abs(same["FID"]) < 1e-3 and abs(same["FID_legacy_pytorch"]) < 1e-3
+    got = scorer(as_tensor(blurred))
+    assert set(got) == {"FID", "FID_legacy_pytorch", "KID", "KID_std"}
     expected = {m: folder_fid(blurred, photos, extractor, m) for m in fid.MODES}  # the same network, loaded apart
-    assert scorer(as_tensor(blurred)) == pytest.approx(expected, abs=1e-3)
+    assert (got["FID"], got["FID_legacy_pytorch"]) == pytest.approx((expected["clean"], expected["legacy_pytorch"]), abs=1e-3)
+    network = extractor[0]
+    assert (got["KID"], got["KID_std"]) == pytest.approx(fid.kid(folder_features(blurred, network), folder_features(photos, network)),
+                                                         rel=1e-6)
+    assert abs(same["KID"]) < 3 * same["KID_std"] < got["KID"]  # a set against itself: 0 within its spread
+
+
+def test_kid_is_clean_fids_kernel_distance_with_its_spread_and_leaves_numpys_random_state_alone():
+    from cleanfid.fid import kernel_distance
+
+    rng = np.random.default_rng(0)
+    f1, f2 = rng.normal(0.3, 0.3, (20, 64)), rng.normal(0.4, 0.3, (24, 64))
+    state = np.random.get_state()
+    ours, spread = fid.kid(f1, f2, subsets=50, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), state))  # training's numpy stream
+    np.random.seed(7)  # clean-fid draws its subsets from numpy's global generator: the same draws
+    assert ours == pytest.approx(kernel_distance(f1, f2, num_subsets=50, max_subset_size=10), rel=1e-12)
+    assert spread > 0  # subsets of half the smaller set differ from each other
 
 
 def test_fid_of_a_single_image_is_skipped_not_a_hang(tmp_path):

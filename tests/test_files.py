@@ -57,8 +57,9 @@ def test_atomic_dir_fsyncs_every_file_and_leaves_nothing_on_failure(tmp_path, fs
 IN_PLACE = {
     ("pix2pix/files.py", "write_text"): "the atomic helper itself",
     ("pix2pix/data/download.py", "_download_once"): "the .part file a resumed download appends to",
-    ("pix2pix/bench.py", "scaling_rows"): "a temporary folder of the benchmark's worker specs",
+    ("pix2pix/bench/scaling.py", "scaling_rows"): "a temporary folder of the benchmark's worker specs",
     ("pix2pix/tracking.py", "store_lock"): "an empty lock file, opened to append nothing",
+    ("pix2pix/data/synthetic.py", "write_pairs"): "into the temporary folder its callers' atomic_dir made",
 }
 WRITES = {"save", "savefig", "to_csv", "savez", "write_text", "write_bytes"}
 

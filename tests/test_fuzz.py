@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pix2pix.data.pairs import read_class_ids, read_rgb
+from pix2pix.data.images import image_size, read_label, read_rgb
 from pix2pix.errors import Pix2PixError
 
 
@@ -77,7 +77,10 @@ def only_our_error(reader, path):
     except Pix2PixError as err:
         assert str(path) in str(err)
     else:
-        assert isinstance(array, np.ndarray) and array.dtype == np.uint8
+        if reader is image_size:  # a header's (width, height)
+            assert all(isinstance(n, int) and n > 0 for n in array)
+        else:
+            assert isinstance(array, np.ndarray) and array.dtype == np.uint8
 
 
 # deadline=None: hypothesis's deadline only judges a case after it returns; the timer stops one that does not.
@@ -88,7 +91,8 @@ def test_readers_fail_only_with_a_named_project_error(tmp_path, data):
     path.write_bytes(data)
     with time_limit(CASE_LIMIT_S, f"reading {len(data)} bytes {data[:32].hex()}..."):
         only_our_error(read_rgb, path)
-        only_our_error(read_class_ids, path)
+        only_our_error(read_label, path)
+        only_our_error(image_size, path)
 
 
 def test_a_hanging_reader_fails_the_fuzz_test(tmp_path, monkeypatch):

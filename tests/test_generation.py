@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from pix2pix.evaluation import apply
+from pix2pix.generation import apply
 from pix2pix.models import UnetGenerator, init_weights
 
 
-def generator(memory_format=torch.contiguous_format) -> nn.Module:
+def generator(memory_format=torch.contiguous_format, norm="batch") -> nn.Module:
     """A 128-px G (two dropout blocks) whose batch norms' affine parameters and running statistics
     are far from their initial values, as after training: eval mode differs from paper mode."""
     torch.manual_seed(0)
-    G = init_weights(UnetGenerator(3, 3, 128, ngf=8))
+    G = init_weights(UnetGenerator(3, 3, 128, ngf=8, norm=norm))
     for bn in (m for m in G.modules() if isinstance(m, nn.BatchNorm2d)):
         bn.weight.data.normal_(1, 0.5), bn.bias.data.normal_(0, 0.5)
         bn.running_mean.normal_(0, 1), bn.running_var.uniform_(0.5, 2)
@@ -35,9 +35,10 @@ def one_by_one_in_train_mode(G: nn.Module, x: torch.Tensor, seed: int) -> torch.
     return torch.cat(outputs)
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])  # training's
-def test_batched_paper_mode_equals_one_train_mode_pass_per_image(memory_format):
-    G = generator(memory_format)
+@pytest.mark.parametrize("memory_format,norm", [(torch.contiguous_format, "batch"), (torch.channels_last, "batch"),
+                                                (torch.contiguous_format, "instance")])  # training's layouts; norms
+def test_batched_paper_mode_equals_one_train_mode_pass_per_image(memory_format, norm):
+    G = generator(memory_format, norm)
     x = (torch.rand(5, 3, 128, 128) * 2 - 1).to(memory_format=memory_format)
     expected = one_by_one_in_train_mode(G, x, seed=3)
     before = copy.deepcopy(G.state_dict())

@@ -20,7 +20,7 @@ from conftest import ROOT, run_files, tiny_overrides
 from dvc_project import init_repo, run
 from pix2pix import checkpoints, generator_file
 from pix2pix.config import load_config
-from pix2pix.data.synthetic import write_dataset
+from pix2pix.data.download import fetch
 from pix2pix.data.tiles import build_tiles
 from pix2pix.errors import Pix2PixError
 from pix2pix.trainer import Pix2Pix, train
@@ -35,8 +35,7 @@ def cfg_with(**overrides):
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiles")
-    write_dataset(folder / "raw", 24, 0)
-    build_tiles(folder / "raw", folder / "tiles", cfg_with())
+    build_tiles(fetch(cfg_with(), folder / "raw"), folder / "tiles", cfg_with())
     return folder / "tiles"
 
 
@@ -65,6 +64,15 @@ def generator_tensors(path):
     return torch.load(path, weights_only=True)["generator"]
 
 
+def same_weights(a, b) -> bool:
+    a, b = generator_tensors(a), generator_tensors(b)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def checkpoint_epoch(folder) -> int:
+    return checkpoints.read(folder / "checkpoints/last.pt", torch.device("cpu")).epoch
+
+
 @pytest.mark.slow
 def test_dvc_repro_after_sigkill_resumes_to_bit_identical_weights_in_the_same_mlflow_run(tmp_path):
     killed = tmp_path / "killed"
@@ -74,18 +82,16 @@ def test_dvc_repro_after_sigkill_resumes_to_bit_identical_weights_in_the_same_ml
     crash = subprocess.run(["dvc", "repro"], cwd=killed, env={**env, "PIX2PIX_KILL_AT_STEP": "13"},
                            capture_output=True, text=True, timeout=900)
     assert crash.returncode != 0
-    assert torch.load(killed / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
+    assert checkpoint_epoch(killed) == 1
     run(["dvc", "repro"], killed, env)
 
     # the same training never interrupted: the killed repo's params on its tiles, in this process
     # (the stage's code, without a third pipeline; the CPU threads, on which float sums depend, match)
     assert json.loads((killed / "metrics/train.json").read_text())["cpu_threads"] == torch.get_num_threads()
     train_in(tmp_path / "whole", killed / "data/tiles", load_config(killed / "params.yaml", {"mlflow.enabled": False}))
-    a, b = generator_tensors(tmp_path / "whole/generator.pt"), generator_tensors(killed / "models/generator.pt")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    timing = ["images_per_s"]
-    pd.testing.assert_frame_equal(pd.read_csv(killed / "metrics/train_epochs.csv").drop(columns=timing),
-                                  pd.read_csv(tmp_path / "whole/metrics/train_epochs.csv").drop(columns=timing))
+    assert same_weights(tmp_path / "whole/generator.pt", killed / "models/generator.pt")
+    pd.testing.assert_frame_equal(pd.read_csv(killed / "metrics/train_epochs.csv"),
+                                  pd.read_csv(tmp_path / "whole/metrics/train_epochs.csv"))
     lrs = pd.read_csv(killed / "metrics/train_epochs.csv")["lr"].tolist()
     assert lrs == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 / 3])  # the schedule went on, not restarted
     assert sorted(p.name for p in (killed / "metrics/grids").iterdir()) == [f"epoch_00{i}.png" for i in (1, 2, 3)]
@@ -95,7 +101,9 @@ def test_dvc_repro_after_sigkill_resumes_to_bit_identical_weights_in_the_same_ml
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("pix2pix").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert runs[0].info.run_id == json.loads((killed / "metrics/train.json").read_text())["mlflow_run_id"]
+    model = next(o for o in yaml.safe_load((killed / "dvc.lock").read_text())["stages"]["train"]["outs"]
+                 if o["path"] == "models/generator.pt")
+    assert runs[0].data.tags["model_md5"] == model["md5"]  # dvc.lock's model leads to its run
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_L1")] == [1, 2, 3]  # one of each epoch
 
 
@@ -107,7 +115,7 @@ def test_an_unfinished_checkpoint_is_not_resumed_under_changed_params(tmp_path, 
     with pytest.raises(Pix2PixError, match=r"stopped at epoch 1/3\) was trained with lambda_l1=1000.0, params.yaml "
                                            r"now has 50.0; set train.resume: never"):
         train_in(tmp_path, tiles, cfg_with(epochs=3, lambda_l1=50.0))
-    assert torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["epoch"] == 1  # untouched
+    assert checkpoint_epoch(tmp_path) == 1  # untouched
     # the documented way out: start afresh
     assert train_in(tmp_path, tiles, cfg_with(epochs=3, lambda_l1=50.0, **{"train.resume": "never"}))["epoch"] == 3
     assert len(pd.read_csv(tmp_path / "metrics/train_epochs.csv")) == 3
@@ -127,11 +135,52 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_the_run_resum
     assert "last.pt: unreadable checkpoint" in caplog.text
     assert "resuming " in caplog.text and "(stopped at epoch 1/4)" in caplog.text  # from previous.pt
     train_in(tmp_path / "whole", tiles, cfg_with(epochs=4))  # the same run, never interrupted
-    a, b = generator_tensors(run / "generator.pt"), generator_tensors(tmp_path / "whole/generator.pt")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    timing = ["images_per_s"]
-    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics/train_epochs.csv").drop(columns=timing),
-                                  pd.read_csv(tmp_path / "whole/metrics/train_epochs.csv").drop(columns=timing))
+    assert same_weights(run / "generator.pt", tmp_path / "whole/generator.pt")
+    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics/train_epochs.csv"),
+                                  pd.read_csv(tmp_path / "whole/metrics/train_epochs.csv"))
+
+
+def test_with_a_checkpoint_every_two_epochs_a_resume_repeats_the_epoch_after_it(tmp_path, tiles, monkeypatch, caplog):
+    cfg = cfg_with(epochs=4, **{"train.checkpoint_every": 2})
+    stop_at_epoch(monkeypatch, 4)  # epoch 3 trained and reported, but its checkpoint not yet due
+    with pytest.raises(KeyboardInterrupt):
+        train_in(tmp_path / "run", tiles, cfg)
+    monkeypatch.undo()
+    assert checkpoint_epoch(tmp_path / "run") == 2
+    with caplog.at_level(logging.INFO):
+        train_in(tmp_path / "run", tiles, cfg)
+    assert "(stopped at epoch 2/4)" in caplog.text
+    train_in(tmp_path / "whole", tiles, cfg)
+    assert same_weights(tmp_path / "run/generator.pt", tmp_path / "whole/generator.pt")
+    assert pd.read_csv(tmp_path / "run/metrics/train_epochs.csv")["epoch"].tolist() == [1, 2, 3, 4]
+
+
+def test_a_finished_run_is_not_resumed_a_longer_one_starts_afresh_and_stale_grids_go(tmp_path, tiles, caplog):
+    """`-S epochs=3` after a finished 2-epoch run trains 3 epochs from the start (the LR schedule
+    of 3 epochs differs from epoch 1 on); a shorter run afterwards leaves no grid of a later epoch."""
+    train_in(tmp_path / "run", tiles, cfg_with(epochs=2))
+    with caplog.at_level(logging.INFO):
+        train_in(tmp_path / "run", tiles, cfg_with(epochs=3))
+    assert "holds a finished run; starting a new one" in caplog.text
+    train_in(tmp_path / "fresh", tiles, cfg_with(epochs=3))
+    assert same_weights(tmp_path / "run/generator.pt", tmp_path / "fresh/generator.pt")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run/metrics/train_epochs.csv"),
+                                  pd.read_csv(tmp_path / "fresh/metrics/train_epochs.csv"))
+    train_in(tmp_path / "run", tiles, cfg_with(epochs=1))
+    assert sorted(p.name for p in (tmp_path / "run/metrics/grids").iterdir()) == ["epoch_001.png"]
+
+
+def test_a_checkpoint_made_on_other_tiles_is_not_resumed(tmp_path, tiles, monkeypatch):
+    stop_at_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_in(tmp_path, tiles, cfg_with(epochs=3))
+    monkeypatch.undo()
+    other = tmp_path / "other"
+    build_tiles(fetch(cfg_with(seed=1), other / "raw"), other / "tiles", cfg_with())  # other cars
+    with pytest.raises(Pix2PixError, match=r"stopped at epoch 1/3\) was trained on other tiles than .* holds now; "
+                                           r"set train.resume: never"):
+        train_in(tmp_path, other / "tiles", cfg_with(epochs=3))
+    assert checkpoint_epoch(tmp_path) == 1
 
 
 @pytest.mark.slow
@@ -160,21 +209,19 @@ def test_training_draws_the_same_random_numbers_whether_the_fid_cache_is_cold_or
     weights) depend neither on the FID cache nor on FID being on."""
     cfg = cfg_with(**{"eval.fid_extractor": "offline"})
     monkeypatch.setenv("PIX2PIX_CACHE", str(tmp_path / "cache"))
-    for run in ("cold", "warm"):  # the first computes the val features, the second reads them
-        train_in(tmp_path / run, tiles, cfg)
+    for cache in ("cold", "warm"):  # the first computes the val features, the second reads them
+        train_in(tmp_path / cache, tiles, cfg)
     assert len(list((tmp_path / "cache/fid").iterdir())) == 1
-    a, b = generator_tensors(tmp_path / "cold/generator.pt"), generator_tensors(tmp_path / "warm/generator.pt")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tmp_path / "cold/generator.pt", tmp_path / "warm/generator.pt")
     train_in(tmp_path / "no-fid", tiles, cfg_with())  # FID off altogether: the same weights again
-    c = generator_tensors(tmp_path / "no-fid/generator.pt")
-    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert same_weights(tmp_path / "cold/generator.pt", tmp_path / "no-fid/generator.pt")
 
 
 # -- numerical faults -------------------------------------------------------------------------------
 
 def model_state(model):
     """Everything of G and D a step can change: weights and batch-norm running statistics."""
-    return {f"{name}.{k}": v.clone() for name, net in (("G", model.G), ("D", model.D))
+    return {f"{name}.{k}": v.clone() for name, net in (("G", model.engine.G), ("D", model.engine.D))
             for k, v in net.state_dict().items()}
 
 
@@ -190,30 +237,31 @@ def test_a_step_with_a_nan_loss_leaves_g_and_d_as_they_were_and_too_many_in_a_ro
     after = model_state(model)
     assert before.keys() == after.keys()
     assert [k for k in before if not torch.equal(before[k], after[k])] == []  # weights and buffers as before
-    model.G.eval()
-    assert torch.isfinite(model.G(x[:1, :3])).all()  # eval mode reads the running statistics
-    model.G.train()
-    assert model.guard.check(model.steps) == 1
+    engine = model.engine
+    engine.G.eval()
+    assert torch.isfinite(engine.G(x[:1, :3])).all()  # eval mode reads the running statistics
+    engine.G.train()
+    assert engine.guard.check(engine.steps) == 1
     model.step(x[:, :3], x[:, 3:])  # a good step resets the run of bad ones, and does change the state
     assert any(not torch.equal(after[k], v) for k, v in model_state(model).items())
     model.step(nan[:, :3], nan[:, 3:])
     model.step(nan[:, :3], nan[:, 3:])
-    assert model.guard.check(model.steps) == 3
+    assert engine.guard.check(engine.steps) == 3
     model.step(nan[:, :3], nan[:, 3:])
     with pytest.raises(Pix2PixError, match="3 steps in a row had a NaN or infinite loss"):
-        model.guard.check(model.steps)
+        engine.guard.check(engine.steps)
 
 
 def test_a_bad_discriminator_loss_skips_the_generator_update_too():
     model = Pix2Pix(cfg_with(), torch.device("cpu"))
     x = torch.rand(2, 6, 64, 64) * 2 - 1
     before = model_state(model)
-    real_d = model.d_fwd
-    model.d_fwd = lambda pair: real_d(pair) * float("inf")  # D's loss alone is not finite
+    real_d = model.engine.d_fwd
+    model.engine.d_fwd = lambda pair: real_d(pair) * float("inf")  # D's loss alone is not finite
     model.step(x[:, :3], x[:, 3:])
     after = model_state(model)
     assert [k for k in before if not torch.equal(before[k], after[k])] == []
-    assert model.guard.check(model.steps) == 1
+    assert model.engine.guard.check(model.engine.steps) == 1
 
 
 def poison_steps(monkeypatch, first, last=None):
@@ -247,7 +295,7 @@ def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, ti
     with pytest.raises(Pix2PixError, match=r"in a row had a NaN or infinite loss \(train.max_nonfinite_steps is 2\)"):
         train_in(tmp_path, tiles, cfg_with(epochs=3, **{"train.max_nonfinite_steps": 2, "train.log_every": 1}))
     state = checkpoints.read(tmp_path / "checkpoints/last.pt", torch.device("cpu"))
-    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["generator"].values())
+    assert state.epoch == 1 and all(torch.isfinite(t).all() for t in state.training["generator"].values())
 
 
 # -- hostile and failing files -----------------------------------------------------------------------
@@ -265,7 +313,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
         torch.save({"generator": evil}, tmp_path / name, pickle_module=pickle)
     with pytest.raises(Pix2PixError, match="last.pt: unreadable checkpoint"):
         checkpoints.read(tmp_path / "last.pt", torch.device("cpu"))
-    with pytest.raises(Pix2PixError, match="generator.pt: not a generator saved by pix2pix train"):
+    with pytest.raises(Pix2PixError, match="generator.pt: not a generator file of pix2pix-dvc"):
         generator_file.load(tmp_path / "generator.pt")
     assert not marker.exists()
 
@@ -281,7 +329,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fai
 real = reporting.Reporter.checkpoint
 
 def checkpoint(self, state):
-    if state["epoch"] == 2:  # from now on the kernel refuses to grow any file past 4 KiB
+    if state.epoch == 2:  # from now on the kernel refuses to grow any file past 4 KiB
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
     real(self, state)
 
@@ -301,7 +349,7 @@ def test_a_real_write_failure_while_checkpointing_is_one_line_and_keeps_the_prev
     assert result.stdout.strip().endswith("next.pt: could not write the checkpoint (the write stopped short: the disk is "
                                           "full or the file is over a size limit); free disk space. The previous "
                                           "checkpoint is intact; re-run to resume from it")
-    assert checkpoints.read(tmp_path / "checkpoints/last.pt", torch.device("cpu"))["epoch"] == 1
+    assert checkpoint_epoch(tmp_path) == 1
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # the half-written temp file is gone
 
 
@@ -312,7 +360,8 @@ def test_a_full_disk_error_names_the_file_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoints.torch, "save", full)
     with pytest.raises(Pix2PixError, match="next.pt: could not write the checkpoint \\(No space left on device\\); "
                                            "free disk space. The previous checkpoint is intact"):
-        checkpoints.save_last({"epoch": 1}, tmp_path)
+        checkpoints.save_last(checkpoints.Checkpoint(training={"epoch": 1}, rng=[], params={}, dataset_hash="",
+                                                     generator={}, report={}), tmp_path)
 
 
 # -- tracking faults ---------------------------------------------------------------------------------

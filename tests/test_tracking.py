@@ -56,10 +56,10 @@ def test_curves_image_is_a_png_and_draws_the_fid_series(tmp_path):
 
 
 def test_epoch_log_keeps_summary_values_in_the_json_only(tmp_path):
-    log = EpochLog(tmp_path / "train.json", tmp_path / "train_epochs.csv", summary={"mlflow_run_id": "abc"})
+    log = EpochLog(tmp_path / "train.json", tmp_path / "train_epochs.csv", summary={"device": "cpu"})
     log.add({"epoch": 1, "val_L1": 0.5}, best_epoch=1)
     log.add({"epoch": 2, "val_L1": 0.6}, best_epoch=1)
-    assert json.loads((tmp_path / "train.json").read_text()) == {"epoch": 2, "val_L1": 0.6, "mlflow_run_id": "abc",
+    assert json.loads((tmp_path / "train.json").read_text()) == {"epoch": 2, "val_L1": 0.6, "device": "cpu",
                                                                  "best_epoch": 1}
     assert (tmp_path / "train_epochs.csv").read_text().splitlines() == ["epoch,val_L1", "1,0.5", "2,0.6"]
 
@@ -103,13 +103,12 @@ def test_the_store_without_given_params_is_the_one_the_project_params_file_names
 
 def test_the_progress_bar_covers_the_whole_run_with_its_eta(tmp_path, capsys):
     from conftest import run_files
-    from pix2pix.data.synthetic import write_dataset
+    from pix2pix.data.download import fetch
     from pix2pix.data.tiles import build_tiles
     from pix2pix.trainer import train
 
     cfg = load_config(ROOT / "params.yaml", tiny_overrides(**{"mlflow.enabled": False}))
-    write_dataset(tmp_path / "raw", 24, 0)
-    build_tiles(tmp_path / "raw", tmp_path / "tiles", cfg)
+    build_tiles(fetch(cfg, tmp_path / "raw"), tmp_path / "tiles", cfg)
     root, console = logging.getLogger(), logging.StreamHandler(sys.stderr)  # as the stages log, into the capture
     level = root.level
     root.addHandler(console)
@@ -121,6 +120,7 @@ def test_the_progress_bar_covers_the_whole_run_with_its_eta(tmp_path, capsys):
         root.setLevel(level)
     summary = json.loads(run_files(tmp_path).metrics.read_text())
     assert 0 < summary["val_L1_mean_image"] < 1 and "val_L1" in summary  # the floor beside the model's L1
+    assert "images_per_s" not in summary and "mlflow_run_id" not in summary  # what a re-run reproduces, only
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err
     assert "36/36 [" in err and "18/36 [" in err  # 18 images an epoch, counted over both epochs
@@ -144,3 +144,30 @@ def test_the_mean_image_baseline_is_the_l1_of_answering_every_input_with_the_mea
     flat = torch.full((3, 6, 9, 9), 200, dtype=torch.uint8)
     assert mean_target(flat, 8).shape == (3, 8, 8)
     torch.testing.assert_close(mean_target(flat, 8), torch.full((3, 8, 8), 200 / 127.5 - 1))
+
+
+def test_evaluate_scores_the_final_and_the_best_generator_each_under_its_own_keys(tmp_path, tiny_cfg):
+    """eval.json's test_* are the final generator's, best_test_* the best epoch's: each equal to
+    scoring that file's generator on the test tiles (swapping the two files would fail this)."""
+    from pix2pix import generator_file
+    from pix2pix.data.device_data import load_split
+    from pix2pix.data.download import fetch
+    from pix2pix.data.tiles import build_tiles, read_info
+    from pix2pix.evaluation import evaluate, fid_scorer, score
+    from pix2pix.models import build_generator
+
+    build_tiles(fetch(tiny_cfg, tmp_path / "raw"), tmp_path / "tiles", tiny_cfg)
+    description = generator_file.describe(tiny_cfg, read_info(tmp_path / "tiles"))
+    for epoch, name in ((2, "final.pt"), (1, "best.pt")):
+        torch.manual_seed(epoch)  # two different generators
+        generator_file.save(build_generator(tiny_cfg), epoch, description, tmp_path / name)
+    metrics = evaluate(tiny_cfg, tmp_path / "final.pt", tmp_path / "best.pt", tmp_path / "tiles", tmp_path / "eval.json",
+                       tmp_path / "grid.png", tmp_path / "grid_best.png")
+    test = load_split(tmp_path / "tiles", "test", "AtoB", size=64)
+    scorer = fid_scorer(test, "none", "cpu")
+    for name, prefix in (("final.pt", "test"), ("best.pt", "best_test")):
+        expected, _ = score(generator_file.load(tmp_path / name)[0], test, tiny_cfg.eval.generator_mode, scorer, prefix,
+                            tiny_cfg.seed)
+        assert {k: metrics[k] for k in expected} == expected
+    assert metrics["test_L1"] != metrics["best_test_L1"] and metrics["best_epoch"] == 1
+    assert metrics["test_images"] == len(test) and json.loads((tmp_path / "eval.json").read_text()) == metrics

@@ -14,39 +14,38 @@ from typer.testing import CliRunner
 from conftest import ROOT
 from pix2pix import checkpoints, generator_file
 from pix2pix.cli import app
-from pix2pix.data.masks import PALETTE
+from pix2pix.data.palettes import PALETTES
 from pix2pix.trainer import Pix2Pix
 from pix2pix.translate import load_model, tiled, translate_image
+
+CARS_RECIPE = {"label_half": "A", "palette": PALETTES["cars"].to_dict(), "fit": "crop"}  # tiles.Recipe.info of cars
 
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
-    from pix2pix.config import load_config
+    from pix2pix.config import flatten, load_config
 
     from conftest import tiny_overrides
 
     cfg = load_config(ROOT / "params.yaml", tiny_overrides(**{"mlflow.enabled": False}))
     folder = tmp_path_factory.mktemp("models")
-    model = Pix2Pix(cfg, torch.device("cpu"))
-    generator_file.save(model.G, cfg, 2, folder / "generator.pt")
-    checkpoints.save({**model.state_dict(), "rng": checkpoints.rng_states()}, folder / "last.pt")
+    engine = Pix2Pix(cfg, torch.device("cpu")).engine
+    description = generator_file.describe(cfg, CARS_RECIPE)
+    generator_file.save(engine.G, 2, description, folder / "generator.pt")
+    state = checkpoints.Checkpoint(engine.state_dict(), [checkpoints.rng_states()], flatten(cfg), "", description, {})
+    checkpoints.save(state.to_dict(), folder / "last.pt")
     return folder
 
 
 def test_any_size_comes_back_at_its_size_whole_or_tiled(model_files):
-    G, info = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
-    assert info == {"image_size": 64, "dataset": "synthetic", "direction": "AtoB"}
+    G, model = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
+    assert (model["image_size"], model["dataset"], model["direction"]) == (64, "synthetic", "AtoB")
     rng = np.random.default_rng(0)
     for scale in ("train", "native"):
         for h, w in ((37, 50), (64, 64), (90, 300)):  # native: 90 x 300 is over max_pixels, so tiled
             rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-            out = translate_image(G, rgb, 64, "eval", 4, torch.device("cpu"), scale, max_pixels=64 * 64 * 4)
+            out = translate_image(G, rgb, model, "eval", 4, torch.device("cpu"), scale, max_pixels=64 * 64 * 4)
             assert out.shape == (h, w, 3) and out.dtype == np.uint8
-
-
-def test_tiles_blend_back_into_the_image_without_seams():
-    x = torch.rand(1, 3, 150, 410) * 2 - 1
-    torch.testing.assert_close(tiled(nn.Identity(), x, 64, "eval", 4)[:, :, :150, :410], x)
 
 
 def test_a_real_generator_tiled_gives_each_tile_its_own_output_blended_where_tiles_overlap(model_files):
@@ -92,19 +91,27 @@ def test_native_tiles_show_no_seam_even_where_each_tile_is_normalised_on_its_own
     assert border_jump_ratio(hard, 64) > 10  # what the check catches: a seam at every tile border
 
 
-def test_inputs_are_resized_as_training_resized_them_nearest_for_label_maps():
-    from pix2pix.translate import input_resample
+@pytest.mark.parametrize("dataset,direction,label_half,label", [
+    ("cars", "AtoB", "A", True),  # the mask is the input: resized nearest, ids coloured
+    ("cars", "BtoA", "A", False),  # photo -> mask: the input is a photo
+    ("cityscapes", "AtoB", "B", False),  # photo -> label map
+    ("cityscapes", "BtoA", "B", True),  # its label maps are the B half
+    ("facades", "BtoA", None, False),  # A|B images: both halves photos to the tiles
+])
+def test_the_model_file_says_whether_its_input_is_a_label_map(tiny_cfg, dataset, direction, label_half, label):
+    import dataclasses
 
-    assert input_resample("cars", "AtoB") == input_resample("ade20k-outdoor", "AtoB") == Image.NEAREST  # masks
-    assert input_resample("cars", "BtoA") == input_resample("cityscapes", "AtoB") == Image.BICUBIC  # photos
-    assert input_resample("cityscapes", "BtoA") == Image.NEAREST  # its label maps are the B half
-    assert input_resample("facades", "BtoA") == Image.BICUBIC  # A|B images: both halves bicubic
+    cfg = dataclasses.replace(tiny_cfg, dataset=dataset, direction=direction)
+    recipe = {"label_half": label_half, "palette": PALETTES["cars"].to_dict() if label_half else None, "fit": "pad"}
+    described = generator_file.describe(cfg, recipe)["input"]
+    assert described == {"fit": "pad", "label": label, "palette": recipe["palette"] if label else None}
 
 
 def test_train_scale_generates_at_the_training_size_and_resizes_back(model_files):
-    G, _ = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
+    G, model = load_model(str(model_files / "generator.pt"), torch.device("cpu"))
+    model = {**model, "input": {**model["input"], "label": False}}  # a photo model: bicubic
     rgb = np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)
-    out = translate_image(G, rgb, 64, "eval", 4, torch.device("cpu"), "train")
+    out = translate_image(G, rgb, model, "eval", 4, torch.device("cpu"), "train")
     small = np.array(Image.fromarray(rgb).resize((64, 64), Image.BICUBIC))
     with torch.no_grad():
         y = G.eval()(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1)
@@ -126,7 +133,7 @@ def test_cli_translates_class_id_and_colour_masks_alike(model_files, tmp_path):
     ids[10:30, 10:70], ids[30:40, 15:25] = 1, 2
     (tmp_path / "in").mkdir()
     Image.fromarray(ids).save(tmp_path / "in" / "ids.png")
-    Image.fromarray(PALETTE[ids]).save(tmp_path / "in" / "colour.png")
+    Image.fromarray(PALETTES["cars"].colours[ids]).save(tmp_path / "in" / "colour.png")
     result = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "in"),
                                       "--out", str(tmp_path / "out"), "--mode", "eval", "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -164,6 +171,7 @@ def test_the_exported_generator_matches_the_eager_one_at_any_batch(model_files, 
         x = torch.rand(batch, 3, 64, 64) * 2 - 1
         with torch.no_grad():
             torch.testing.assert_close(exported(x), G.eval()(x))
+        assert not exported(x).requires_grad  # an inference program: no autograd history on its outputs
     bad = CliRunner().invoke(app, ["export", str(model_files / "generator.pt"), "--out", str(tmp_path / "x"),
                                    "--format", "onnx"])
     assert bad.exit_code == 1 and "--format is 'onnx'; allowed: pt2, torchscript" in bad.output
@@ -171,10 +179,18 @@ def test_the_exported_generator_matches_the_eager_one_at_any_batch(model_files, 
 
 
 def test_errors_are_one_line_and_debug_shows_the_traceback(model_files, tmp_path, monkeypatch):
+    hint = "give models/generator.pt, a checkpoint, runs:/<id>/model or models:/<name>/<version>"
     missing = CliRunner().invoke(app, ["translate", str(tmp_path / "nope.pt"), str(tmp_path)])
     assert missing.exit_code == 1 and missing.output.strip().splitlines() == [
-        f"error: {tmp_path / 'nope.pt'}: no such file; run `dvc repro` first to train it, or give "
-        "models/generator.pt, a checkpoint or runs:/<id>/model"]
+        f"error: {tmp_path / 'nope.pt'}: no such file; run `dvc repro` first to train it, or {hint}"]
+    for name, content in (("notes.txt", b"not a model"), ("weights.pt", None)):  # any file, or torch's own
+        if content is None:
+            torch.save({"w": torch.zeros(2)}, tmp_path / name)
+        else:
+            (tmp_path / name).write_bytes(content)
+        wrong = CliRunner().invoke(app, ["translate", str(tmp_path / name), str(tmp_path)])
+        assert wrong.exit_code == 1 and wrong.output.strip().splitlines() == [
+            f"error: {tmp_path / name}: not a generator file of pix2pix-dvc (or of an older version); {hint}"]
     from pix2pix import translate
 
     monkeypatch.setattr(translate, "translate", lambda *a: 1 / 0)
@@ -187,12 +203,30 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(model_files, tmp_path
     assert isinstance(debug.exception, ZeroDivisionError)
 
 
-def test_every_command_has_help_with_an_example():
-    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
-    assert {"params", "synth", "bench", "ui", "translate", "export", "doctor", "torchrun"} <= set(commands)
-    for name in commands:
-        result = CliRunner().invoke(app, [name, "--help"])
-        assert result.exit_code == 0 and "Example:" in result.output, name
+def test_every_command_has_help_with_an_example_and_help_takes_no_value():
+    commands = [[c.name or c.callback.__name__] for c in app.registered_commands] + [["data", "check"]]
+    assert {"params", "synth", "bench", "ui", "translate", "export", "doctor", "torchrun"} <= {c[0] for c in commands}
+    for command in commands:
+        result = CliRunner().invoke(app, [*command, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output, command
+        assert re.search(r"--help\s+Show this message", result.output), result.output  # a flag, shown without a value
+
+
+def test_one_bad_input_among_many_is_named_and_the_others_are_translated(model_files, tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a", "c"):
+        Image.fromarray(np.zeros((40, 60), np.uint8)).save(tmp_path / "in" / f"{name}.png")
+    (tmp_path / "in" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    result = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "in"),
+                                      "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: 1 of 3 inputs were not translated ({tmp_path / 'in' / 'b.png'}: unreadable image (cannot identify "
+        f"image file '{tmp_path / 'in' / 'b.png'}'); replace or remove the file); the other 2 are in {tmp_path / 'out'}")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+    scale = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "in"),
+                                     "--scale", "huge"])
+    assert scale.exit_code == 1 and scale.output.strip() == "error: --scale is 'huge'; allowed: train, native"
 
 
 def test_doctor_reports_and_fails_on_a_blocker(tmp_path, monkeypatch):

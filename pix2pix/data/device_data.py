@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from pix2pix.data.pairs import read_rgb
+from pix2pix.data.images import read_rgb
 from pix2pix.data.tiles import read_manifest
 from pix2pix.errors import Pix2PixError
 

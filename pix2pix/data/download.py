@@ -47,20 +47,35 @@ def mirror_folders(cfg) -> list[Path]:
 
 
 def fetch(cfg, out_dir: str | Path) -> Path:
-    """Materialise `cfg.dataset` under `out_dir`; return the folder."""
+    """Materialise `cfg.dataset` in `out_dir`, with a SOURCE.json naming it; return the folder.
+
+    `dataset: folder` downloads nothing (prepare reads data.path): SOURCE.json alone says so."""
     source = DATASETS[cfg.dataset]
     out_dir = Path(out_dir)
-    if source.name == "synthetic":
-        log.info("generating %d synthetic car pairs (seed %d)", cfg.data.synthetic_count, cfg.seed)
-        synthetic.write_dataset(out_dir, cfg.data.synthetic_count, cfg.seed)
-        return out_dir
-    mirrors = mirror_folders(cfg)
     with atomic_dir(out_dir) as tmp:
-        origin = next((r for m in mirrors if (r := from_mirror(source, m, tmp))), None) or from_url(source, tmp)
-        log.info("%s from %s", source.name, ", ".join(f"{k} {v}" for k, v in origin.items()))
-        unwrap(tmp, {source.name, *source.mirror_names, *(archive_stem(a) for a in source.archives)})
+        if source.name == "synthetic":
+            log.info("generating %d synthetic car pairs (seed %d)", cfg.data.synthetic_count, cfg.seed)
+            synthetic.write_pairs(tmp, cfg.data.synthetic_count, cfg.seed)
+        elif source.name != "folder":
+            origin = from_mirrors(source, cfg, tmp) or from_url(source, tmp)
+            log.info("%s from %s", source.name, ", ".join(f"{k} {v}" for k, v in origin.items()))
+            unwrap(tmp, {source.name, *source.mirror_names, *(archive_stem(a) for a in source.archives)})
         write_json(tmp / "SOURCE.json", {"dataset": source.name, "task": source.task, "note": source.note})
     return out_dir
+
+
+def from_mirrors(source: Source, cfg, dest: Path) -> dict | None:
+    """The dataset from data.mirror (which must hold it), else from $PIX2PIX_MIRROR if it does."""
+    if cfg.data.mirror:
+        mirror = Path(cfg.data.mirror)
+        found = from_mirror(source, mirror, dest)
+        if found is None:
+            names = " or ".join([f"{n}/" for n in (source.name, *source.mirror_names)] + list(source.archives))
+            raise Pix2PixError(f"data.mirror {mirror} holds no {names}; data.mirror is for a copy of a built-in "
+                               "dataset (for your own pairs set dataset: folder and data.path)")
+        return found
+    mirror = os.environ.get(MIRROR_ENV)
+    return from_mirror(source, Path(mirror), dest) if mirror else None
 
 
 MIRROR_BOOKKEEPING = ("SHA256SUMS", "SOURCE.txt")  # a mirror folder's own files, not the dataset's

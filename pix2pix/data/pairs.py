@@ -1,67 +1,159 @@
-"""Find (image, mask) pairs in a dataset tree and read them safely.
+"""Find the (A, B) pairs of a dataset folder, in the layouts people keep paired images in.
 
-Layouts: any folder named like images/ with a sibling masks/, labels/ or annotations/ folder; files
-pair by stem (any image extension). The split is the nearest ancestor folder named train, val or
-test (or training, validation). Cityscapes and ADE20K have finders of their own below.
+- `ab`: side-by-side A|B images, one file a pair (the pix2pix archives, the reference's
+  combine_A_and_B.py output);
+- `paired`: input and target in two folders, paired by their path below them and their stem (A and
+  B may differ in extension): A/train/x.png + B/train/x.jpg (the reference's layout before
+  combining), train_A/ + train_B/ (pix2pixHD, pix2pix-turbo), input/ + target/;
+- `labels`: photos in images/ beside label maps in labels/, masks/ or annotations/, paired the same
+  way (car-segmentation, ADE20K's images/training/ + annotations/training/).
+Cityscapes and ADE20K-outdoor have finders of their own below.
+
+The split of a pair is the nearest folder named train, val or test (or training, validation,
+train_A ...); "" when there is none (tiles.assign_splits carves them). Hidden files and OS litter
+are skipped; other files that are not images are listed, never silently dropped, and so are
+images without a partner.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
+from pix2pix.data.images import image_files, is_image
 from pix2pix.errors import Pix2PixError
 
+LAYOUTS = ("ab", "paired", "labels")
 IMAGE_DIRS = {"images", "image", "imgs", "img", "photos"}
-MASK_DIRS = {"masks", "mask", "labels", "label", "annotations"}
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+LABEL_DIRS = {"masks", "mask", "labels", "label", "annotations"}
+SIDES = {"a": "A", "input": "A", "inputs": "A", "b": "B", "target": "B", "targets": "B"}
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val", "test": "test"}
+SPLIT_SIDE = re.compile(r"(train|training|val|validation|test)[_-]?(a|b)", re.IGNORECASE)  # train_A, testB
+LOOKED_FOR = "A|B side-by-side images, A/ + B/ (or train_A/ + train_B/, input/ + target/) folders, images/ + labels/ folders"
 
 
 @dataclass(frozen=True)
 class Pair:
     split: str  # train | val | test | "" (the source defines no split)
-    image: Path  # the photo (or, for A|B datasets, the side-by-side image)
-    mask: Path  # the class-id mask (for A|B datasets, the same file as image)
+    a: Path  # the tile's left half (for label layouts, the label map)
+    b: Path  # the right half; for A|B images the same file as a
 
 
-def discover_mask_pairs(root: str | Path) -> list[Pair]:
-    """Every image/mask pair under `root`, sorted; raises if an image has no mask or none exist.
+@dataclass
+class Found:
+    """What a folder holds: its layout, its pairs, and what could not be paired."""
 
-    Files pair by their path below the two folders, so both images/X.jpg ~ masks/X.png and
-    images/training/X.jpg ~ annotations/training/X.png (ADE20K) work.
-    """
-    root = Path(root)
-    pairs = []
-    for image_dir in sorted(p for p in root.rglob("*") if p.is_dir() and p.name.lower() in IMAGE_DIRS):
-        mask_dirs = [d for d in image_dir.parent.iterdir() if d.is_dir() and d.name.lower() in MASK_DIRS]
-        if not mask_dirs:
-            continue
-        masks = {p.relative_to(d).with_suffix(""): p for d in mask_dirs for p in d.rglob("*")
-                 if p.suffix.lower() in IMAGE_EXTS}
-        for image in sorted(p for p in image_dir.rglob("*") if p.is_file()):
-            if image.suffix.lower() not in IMAGE_EXTS:
-                raise Pix2PixError(f"{image}: not an image file ({', '.join(sorted(IMAGE_EXTS))}); remove it")
-            key = image.relative_to(image_dir).with_suffix("")
-            if key not in masks:
-                raise Pix2PixError(f"{image}: no mask with the same name in {mask_dirs[0]}; add it or remove the image")
-            pairs.append(Pair(split_of(image.relative_to(root).parts[:-1]), image, masks[key]))
-    if not pairs:
-        raise Pix2PixError(f"{root}: no image/mask pairs found (expected images/ beside masks/ or labels/)")
-    return pairs
+    layout: str
+    pairs: list[Pair]
+    unpaired: list[Path] = field(default_factory=list)  # images without a partner
+    ignored: list[Path] = field(default_factory=list)  # files that are not images
 
 
 def split_of(parts: tuple[str, ...]) -> str:
-    """The nearest folder in `parts` that names a split, or "" if none does."""
-    return next((SPLIT_NAMES[p] for p in reversed(parts) if p in SPLIT_NAMES), "")
+    """The nearest folder in `parts` that names a split (or a split's side, train_A), or ""."""
+    for part in reversed(parts):
+        if part.lower() in SPLIT_NAMES:
+            return SPLIT_NAMES[part.lower()]
+        if match := SPLIT_SIDE.fullmatch(part):
+            return SPLIT_NAMES[match.group(1).lower()]
+    return ""
 
 
-def discover_cityscapes(root: str | Path) -> list[Pair]:
-    """leftImg8bit/<split>/<city>/X_leftImg8bit.png with gtFine/<split>/<city>/X_gtFine_color.png.
+def side_of(part: str) -> str | None:
+    """A, B or None for a folder name: A/, input/, train_A/ ... B/, target/, val_B/ ..."""
+    if part.lower() in SIDES:
+        return SIDES[part.lower()]
+    match = SPLIT_SIDE.fullmatch(part)
+    return match.group(2).upper() if match else None
+
+
+def find(root: str | Path, layout: str = "auto") -> Found:
+    """The pairs under `root` in `layout` (ab, paired, labels), or in the one its folders show (auto)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise Pix2PixError(f"{root}: no such folder; set data.path to the folder of your pairs")
+    if side_of(root.name) or root.name.lower() in IMAGE_DIRS | LABEL_DIRS:
+        raise Pix2PixError(f"{root}: this is one side of a pair of folders; set data.path to the folder that holds "
+                           f"{root.name}/ and its partner")
+    files = image_files(root)
+    if layout == "auto":
+        layout = detect(root, files)
+    found = {"ab": find_ab, "paired": find_paired, "labels": find_labels}[layout](root, files)
+    if not found.pairs:
+        raise Pix2PixError(f"{root}: no pairs found in layout {layout} (looked for {LOOKED_FOR}); "
+                           + (f"{len(found.unpaired)} images have no partner, e.g. {found.unpaired[0].relative_to(root)}"
+                              if found.unpaired else "put your pairs there"))
+    return found
+
+
+def detect(root: Path, files: list[Path]) -> str:
+    folders = {part.lower() for f in files for part in f.relative_to(root).parts[:-1]}
+    labels = bool(folders & IMAGE_DIRS) and bool(folders & LABEL_DIRS)
+    paired = {side_of(f) for f in folders} >= {"A", "B"}
+    if labels and paired:
+        raise Pix2PixError(f"{root}: holds both images/ + labels/ and A/ + B/ folders; set data.layout to labels or paired")
+    return "labels" if labels else "paired" if paired else "ab"
+
+
+def _split_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    return [f for f in files if is_image(f)], [f for f in files if not is_image(f)]
+
+
+def find_ab(root: Path, files: list[Path]) -> Found:
+    images, ignored = _split_files(files)
+    return Found("ab", [Pair(split_of(p.relative_to(root).parts[:-1]), p, p) for p in images], ignored=ignored)
+
+
+def _match(root: Path, sides: dict[str, dict[tuple, Path]], layout: str, ignored: list[Path],
+           outside: list[Path] = ()) -> Found:
+    """Pairs of the files that share a key on both sides; the others unpaired."""
+    a, b = sides["A"], sides["B"]
+    pairs = sorted((Pair(split_of(b[k].relative_to(root).parts[:-1]), a[k], b[k]) for k in a.keys() & b.keys()),
+                   key=lambda p: p.b)  # the order of the B files: tile names and carved splits follow it
+    unpaired = sorted([a[k] for k in a.keys() - b.keys()] + [b[k] for k in b.keys() - a.keys()] + list(outside))
+    return Found(layout, pairs, unpaired, ignored)
+
+
+def find_paired(root: Path, files: list[Path]) -> Found:
+    """A and B files keyed by their path with the side folder taken out, and their stem."""
+    images, ignored = _split_files(files)
+    sides: dict[str, dict[tuple, Path]] = {"A": {}, "B": {}}
+    outside = []
+    for path in images:
+        parts = path.relative_to(root).parts
+        at = next((i for i, part in enumerate(parts[:-1]) if side_of(part)), None)
+        if at is None:
+            outside.append(path)
+            continue
+        split = SPLIT_SIDE.fullmatch(parts[at])
+        key = (*parts[:at], split.group(1).lower() if split else "", *parts[at + 1:-1], path.stem)
+        sides[side_of(parts[at])][key] = path
+    return _match(root, sides, "paired", ignored, outside)
+
+
+def find_labels(root: Path, files: list[Path]) -> Found:
+    """Label maps (A) in labels/ (masks/, annotations/) beside photos (B) in images/, keyed by the
+    path below those folders and the stem: images/X.jpg ~ masks/X.png and images/training/X.jpg ~
+    annotations/training/X.png (ADE20K)."""
+    images, ignored = _split_files(files)
+    sides: dict[str, dict[tuple, Path]] = {"A": {}, "B": {}}
+    outside = []
+    for path in images:
+        parts = path.relative_to(root).parts
+        at = next((i for i, part in reversed(list(enumerate(parts[:-1])))
+                   if part.lower() in IMAGE_DIRS | LABEL_DIRS), None)
+        if at is None:
+            outside.append(path)
+            continue
+        side = "B" if parts[at].lower() in IMAGE_DIRS else "A"
+        sides[side][(*parts[:at], *parts[at + 1:-1], path.stem)] = path
+    return _match(root, sides, "labels", ignored, outside)
+
+
+def discover_cityscapes(root: str | Path) -> Found:
+    """leftImg8bit/<split>/<city>/X_leftImg8bit.png (A) with gtFine/<split>/<city>/X_gtFine_color.png (B).
 
     The test split is skipped: its labels are withheld by the benchmark.
     """
@@ -79,7 +171,7 @@ def discover_cityscapes(root: str | Path) -> list[Pair]:
         pairs.append(Pair(split, photo, label))
     if not pairs:
         raise Pix2PixError(f"{root}: no leftImg8bit photos found; supply leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip")
-    return pairs
+    return Found("cityscapes", pairs)
 
 
 # ADE20K scene categories (sceneCategories.txt) that are outdoor scenes.
@@ -97,45 +189,15 @@ ADE20K_OUTDOOR = frozenset("""
 """.split())
 
 
-def discover_ade20k_outdoor(root: str | Path) -> list[Pair]:
-    """ADEChallengeData2016 image/annotation pairs whose scene (sceneCategories.txt) is outdoor."""
+def discover_ade20k_outdoor(root: str | Path) -> Found:
+    """ADEChallengeData2016 annotation/image pairs whose scene (sceneCategories.txt) is outdoor."""
     root = Path(root)
     scene_files = sorted(root.rglob("sceneCategories.txt"))
     if not scene_files:
         raise Pix2PixError(f"{root}: sceneCategories.txt not found; is this ADEChallengeData2016?")
     scenes = dict(line.split(maxsplit=1) for line in scene_files[0].read_text().splitlines() if line.strip())
-    pairs = [p for p in discover_mask_pairs(root) if scenes.get(p.image.stem, "").strip() in ADE20K_OUTDOOR]
-    if not pairs:
+    found = find(root, "labels")
+    found.pairs = [p for p in found.pairs if scenes.get(p.b.stem, "").strip() in ADE20K_OUTDOOR]
+    if not found.pairs:
         raise Pix2PixError(f"{scene_files[0]}: no outdoor scenes listed; the dataset holds nothing to train on")
-    return pairs
-
-
-def discover_ab_images(root: str | Path) -> list[Pair]:
-    """A|B side-by-side images (the pix2pix archives): every image file, split by folder name."""
-    root = Path(root)
-    pairs = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS):
-        split = split_of(path.relative_to(root).parts[:-1])
-        pairs.append(Pair(split, path, path))
-    if not pairs:
-        raise Pix2PixError(f"{root}: no images found; the download is empty or not an A|B dataset")
-    return pairs
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8; any unreadable or truncated file raises Pix2PixError naming it."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise Pix2PixError(f"{path}: unreadable image ({err}); replace or remove the file") from None
-
-
-def read_class_ids(path: str | Path) -> np.ndarray:
-    """(H, W) uint8 class ids from a mask: channel 0 of RGB(A) (R=G=B=id), or the grey/palette index."""
-    try:
-        with Image.open(path) as img:
-            array = np.asarray(img if img.mode in ("L", "P") else img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise Pix2PixError(f"{path}: unreadable mask ({err}); replace or remove the file") from None
-    return array if array.ndim == 2 else array[..., 0]
+    return found

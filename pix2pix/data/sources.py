@@ -11,14 +11,15 @@ PIX2PIX_NOTE = "packaged by the pix2pix authors (Isola et al. 2017); cite them a
 @dataclass(frozen=True)
 class Source:
     name: str
-    layout: str  # "masks": image + class-id mask files; "ab": A|B side-by-side images
+    layout: str  # how prepare finds and tiles its pairs (tiles.LAYOUTS): labels, ab, cityscapes, ade20k, folder
     direction: str  # the usual task: AtoB means tile left half (A) -> right half (B)
     task: str
     urls: tuple[str, ...] = ()
     archives: tuple[str, ...] = ()  # archive file names, in a mirror or the download cache
     mirror_names: tuple[str, ...] = ()  # other folder names the extracted dataset may have
-    sha256: str | None = None  # pinned where known; recorded in SOURCE.json either way
+    sha256: str | None = None  # pinned where known; logged either way
     note: str = ""
+    palette: str | None = None  # palettes.PALETTES name that colours its class-id label maps
 
 
 def _pix2pix(name: str, direction: str, task: str) -> Source:
@@ -29,10 +30,11 @@ DATASETS: dict[str, Source] = {
     s.name: s
     for s in (
         Source(
-            name="cars", layout="masks", direction="AtoB", task="colour car mask -> car photo",
+            name="cars", layout="labels", direction="AtoB", task="colour car mask -> car photo",
             urls=("https://github.com/Shatrugna-Strife/dataset/raw/main/car-segmentation.zip",),
             archives=("car-segmentation.zip",), mirror_names=("car-segmentation",),
             note="INTELEC.AI car segmentation (Kaggle intelecai/car-segmentation); no licence stated, check Kaggle's terms",
+            palette="cars",
         ),
         _pix2pix("facades", "BtoA", "label map -> building facade (CMP Facade Database, Tylecek & Sara 2013)"),
         _pix2pix("maps", "AtoB", "aerial photo -> map (Google Maps scrape)"),
@@ -50,15 +52,17 @@ DATASETS: dict[str, Source] = {
             urls=("http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",),
             archives=("ADEChallengeData2016.zip",), mirror_names=("ADEChallengeData2016",),
             note="MIT Scene Parsing Benchmark / ADE20K (Zhou et al. 2017); research use, see the ADE20K terms",
+            palette="ade20k",
         ),
         Source(
-            name="synthetic", layout="masks", direction="AtoB", task="colour car mask -> rendered car photo",
+            name="synthetic", layout="labels", direction="AtoB", task="colour car mask -> rendered car photo",
             note="procedural cars generated locally (pix2pix/data/synthetic.py); for tests and offline demos",
+            palette="cars",
+        ),
+        Source(
+            name="folder", layout="folder", direction="AtoB", task="your own pairs: A -> B",
+            note="read by prepare from data.path, in the layout it shows (data.layout); nothing is downloaded",
         ),
     )
 }
 
-
-def direction_of(dataset: str, direction: str) -> str:
-    """params `direction`, with `auto` meaning the dataset's usual direction."""
-    return DATASETS[dataset].direction if direction == "auto" else direction

@@ -82,14 +82,19 @@ def sample(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     return render_photo(rng, mask), mask
 
 
-def write_dataset(out_dir: str | Path, count: int, seed: int, test_fraction: float = 0.15) -> None:
-    """Write {train,test}/{images,labels}/NNNNN.png, the layout of the car-segmentation mirror."""
+def write_pairs(folder: Path, count: int, seed: int, test_fraction: float = 0.15) -> None:
+    """Write folder/{train,test}/{images,labels}/NNNNN.png, the layout of the car-segmentation mirror."""
     n_test = max(1, round(count * test_fraction))
+    for index in tqdm(range(count), desc="synthetic cars", unit="pair"):
+        split = "test" if index < n_test else "train"
+        photo, mask = sample(seed, index)
+        for sub, array in (("images", photo), ("labels", mask)):
+            path = folder / split / sub / f"{index:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+
+
+def write_dataset(out_dir: str | Path, count: int, seed: int) -> None:
+    """write_pairs into a new folder `out_dir`, whole or not at all."""
     with atomic_dir(out_dir) as tmp:
-        for index in tqdm(range(count), desc="synthetic cars", unit="pair"):
-            split = "test" if index < n_test else "train"
-            photo, mask = sample(seed, index)
-            for sub, array in (("images", photo), ("labels", mask)):
-                path = tmp / split / sub / f"{index:05d}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(array).save(path)
+        write_pairs(tmp, count, seed)

@@ -1,17 +1,23 @@
-"""Build aligned A|B tiles, split them, and record everything in manifest.csv.
+"""Build aligned A|B tiles, split them, and record them in manifest.csv and info.json.
 
-A tile is one PNG of size (side, 2 * side): A on the left, B on the right. Val and test tiles are
-image_size; train tiles are the paper's load size (image_size x augment.load_scale, 286 for 256),
-which the jitter random-crops back to image_size: a source is resized once, as the reference does
-(source -> 286), not twice (source -> 256 -> 286, 4.2 grey levels apart on car photos). For mask
-datasets A is the colour mask and B the photo, so `direction: AtoB` means mask -> photo; A|B
-datasets (the pix2pix archives) keep their own halves.
+A tile is one PNG of size (side, 2 * side): A on the left, B on the right; `direction` picks which
+half is the model's input. Val and test tiles are image_size; train tiles are the paper's load size
+(image_size x augment.load_scale, 286 for 256), which the jitter random-crops back to image_size:
+a source is resized once, as the reference does (source -> 286), not twice. Each half is framed by
+data.fit (framing.py); a half that holds a label map is resized nearest and, when it holds class
+ids, coloured by the palette.
+
+Bad pairs do not stop the pass at the first one: every problem is collected and reported in one
+message, and nothing is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,77 +25,107 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from pix2pix.data.masks import PALETTES, colorize
-from pix2pix.data.pairs import (SPLITS, Pair, discover_ab_images, discover_ade20k_outdoor, discover_cityscapes,
-                                discover_mask_pairs, read_class_ids, read_rgb)
+from pix2pix.data.framing import fit
+from pix2pix.data.images import read_label, read_rgb
+from pix2pix.data.pairs import SPLITS, Found, Pair, discover_ade20k_outdoor, discover_cityscapes, find
+from pix2pix.data.palettes import Palette, load_palette, PALETTES
 from pix2pix.data.sources import DATASETS
 from pix2pix.errors import Pix2PixError
-from pix2pix.files import atomic_dir
+from pix2pix.files import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+ASPECT_TOLERANCE = 0.02  # A and B of a pair may differ in size, by this much at most in aspect ratio
+SHOWN = 3  # problems of a kind named in the message; the rest are counted
 
 
-def fit(image: Image.Image, size: int, mode: str, resample) -> Image.Image:
-    """Square `size` image: crop = resize shorter side + centre crop; pad = pad to square + resize."""
-    w, h = image.size
-    if mode == "pad":
-        side = max(w, h)
-        canvas = Image.new(image.mode, (side, side))
-        canvas.paste(image, ((side - w) // 2, (side - h) // 2))
-        return canvas.resize((size, size), resample)
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    image = image.resize((nw, nh), resample)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return image.crop((left, top, left + size, top + size))
+@dataclass(frozen=True)
+class Recipe:
+    """How a dataset's pairs become tiles: which half holds a label map, its palette, the framing."""
+
+    label_half: str | None  # "A", "B" or None: the half resized nearest (and coloured, if class ids)
+    palette: Palette | None  # colours of class-id label maps
+    fit: str  # data.fit
+
+    def info(self) -> dict:
+        """What inference needs to feed a model the way its tiles were made (generator_file.py)."""
+        return {"label_half": self.label_half, "palette": self.palette.to_dict() if self.palette else None,
+                "fit": self.fit}
 
 
-def _same_size(pair: Pair, photo: np.ndarray, mask: np.ndarray) -> None:
-    if mask.shape[:2] != photo.shape[:2]:
-        raise Pix2PixError(
-            f"{pair.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but {pair.image.name} is "
-            f"{photo.shape[1]}x{photo.shape[0]}; image and mask must be the same size"
-        )
+# layout (sources.py) -> the pairs in a dataset's folder
+FINDERS = {
+    "labels": lambda root, cfg: find(root, "labels"),
+    "ade20k": lambda root, cfg: discover_ade20k_outdoor(root),
+    "cityscapes": lambda root, cfg: discover_cityscapes(root),
+    "ab": lambda root, cfg: find(root, "ab"),
+    "folder": lambda root, cfg: find(root, cfg.data.layout),
+}
+LABEL_HALF = {"labels": "A", "cityscapes": "B"}  # found layout -> the half holding the label map
 
 
-def _side_by_side(a: np.ndarray, a_resample, b: np.ndarray, b_resample, size: int, mode: str) -> np.ndarray:
-    halves = [fit(Image.fromarray(x), size, mode, r) for x, r in ((a, a_resample), (b, b_resample))]
+def read_source(raw_dir: str | Path, cfg) -> tuple[Found, Recipe]:
+    """The pairs of cfg.dataset in raw_dir (data.path) and how to tile them."""
+    raw_dir = Path(raw_dir)
+    source = DATASETS[cfg.dataset]
+    origin = downloaded_dataset(raw_dir)
+    if source.name != "folder" and origin != source.name:
+        raise Pix2PixError(f"{raw_dir}: not the download of '{source.name}' (its SOURCE.json names {origin!r}); with a "
+                           "built-in dataset data.path stays data/raw, the download stage's output (your own pairs: "
+                           "dataset: folder)")
+    if source.name == "folder" and origin:
+        raise Pix2PixError(f"{raw_dir}: the download stage's output, not a folder of your pairs; set data.path to "
+                           "your folder (for example data/own)")
+    found = FINDERS[source.layout](raw_dir, cfg)
+    half = LABEL_HALF.get(found.layout)
+    palette = None
+    if half:
+        palette = load_palette(cfg.data.palette, raw_dir) if source.name == "folder" else PALETTES.get(source.palette)
+    ours = {raw_dir / "SOURCE.json", raw_dir / cfg.data.palette}  # files of the dataset's own that are not pairs
+    found.ignored = [p for p in found.ignored if p not in ours]
+    return found, Recipe(half, palette, cfg.data.fit)
+
+
+def downloaded_dataset(raw_dir: Path) -> str | None:
+    """The dataset the download stage wrote into raw_dir (its SOURCE.json), or None."""
+    try:
+        return json.loads((raw_dir / "SOURCE.json").read_text())["dataset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _half(path: Path, is_label: bool, palette: Palette | None) -> np.ndarray:
+    if not is_label:
+        return read_rgb(path)
+    label = read_label(path)
+    if label.ndim == 3:  # already in colour
+        return label
+    if palette is None:
+        raise Pix2PixError(f"{path}: a label map in class ids, but this layout has no palette for them")
+    return palette.colour(label, str(path))
+
+
+def make_tile(pair: Pair, size: int, recipe: Recipe) -> np.ndarray:
+    """The (size, 2 * size, 3) uint8 A|B tile of one pair."""
+    if pair.a == pair.b:  # one side-by-side A|B image
+        image = read_rgb(pair.a)
+        half = image.shape[1] // 2
+        if half == 0:
+            raise Pix2PixError(f"{pair.a}: too narrow to hold A|B halves")
+        a, b = image[:, :half], image[:, half:2 * half]
+    else:
+        a, b = (_half(p, recipe.label_half == side, recipe.palette) for p, side in ((pair.a, "A"), (pair.b, "B")))
+        check_aspect(pair, a.shape[1::-1], b.shape[1::-1])
+    halves = [fit(Image.fromarray(x), size, recipe.fit, Image.NEAREST if recipe.label_half == side else Image.BICUBIC)
+              for x, side in ((a, "A"), (b, "B"))]
     return np.concatenate([np.asarray(h) for h in halves], axis=1)
 
 
-def mask_pair_tile(pair: Pair, size: int, mode: str, palette: np.ndarray = PALETTES["cars"]) -> np.ndarray:
-    """Colour mask | photo, both fitted the same way; masks resized nearest (no blended colours)."""
-    photo, ids = read_rgb(pair.image), read_class_ids(pair.mask)
-    _same_size(pair, photo, ids)
-    return _side_by_side(colorize(ids, str(pair.mask), palette), Image.NEAREST, photo, Image.BICUBIC, size, mode)
-
-
-def photo_label_tile(pair: Pair, size: int, mode: str) -> np.ndarray:
-    """Photo | colour label map (cityscapes gtFine colours), the label resized nearest."""
-    photo, label = read_rgb(pair.image), read_rgb(pair.mask)
-    _same_size(pair, photo, label)
-    return _side_by_side(photo, Image.BICUBIC, label, Image.NEAREST, size, mode)
-
-
-def ab_tile(pair: Pair, size: int, mode: str) -> np.ndarray:
-    """A side-by-side A|B image -> both halves fitted to `size`, side by side again."""
-    image = read_rgb(pair.image)
-    half = image.shape[1] // 2
-    if half == 0:
-        raise Pix2PixError(f"{pair.image}: too narrow to hold A|B halves")
-    return _side_by_side(image[:, :half], Image.BICUBIC, image[:, half:2 * half], Image.BICUBIC, size, mode)
-
-
-# layout (sources.py) -> (find the pairs, make one tile)
-LAYOUTS = {
-    "masks": (discover_mask_pairs, mask_pair_tile),
-    "ade20k": (discover_ade20k_outdoor, functools.partial(mask_pair_tile, palette=PALETTES["ade20k"])),
-    "cityscapes": (discover_cityscapes, photo_label_tile),
-    "ab": (discover_ab_images, ab_tile),
-}
-
-
-def tile_size(cfg, split: str) -> int:
-    """Side of a split's tiles: the load size for train, image_size for val and test."""
-    return round(cfg.image_size * cfg.augment.load_scale) if split == "train" else cfg.image_size
+def check_aspect(pair: Pair, a_size: tuple[int, int], b_size: tuple[int, int]) -> None:
+    """A and B may differ in size (each is framed alone), not in the shape of what they show."""
+    ra, rb = a_size[0] / a_size[1], b_size[0] / b_size[1]
+    if abs(ra / rb - 1) > ASPECT_TOLERANCE:
+        raise Pix2PixError(f"{pair.a} is {a_size[0]}x{a_size[1]} but {pair.b.name} is {b_size[0]}x{b_size[1]}: "
+                           f"aspect ratios {ra:.2f} and {rb:.2f} differ; A and B of a pair must show the same view")
 
 
 def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pair]:
@@ -111,23 +147,53 @@ def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pai
     return pairs
 
 
+def problems(root: Path, found: Found, failures: list[str], pairs: int) -> str | None:
+    """One line for everything wrong with a folder's pairs, or None."""
+    parts = []
+    if found.unpaired:
+        names = ", ".join(str(p.relative_to(root)) for p in found.unpaired[:SHOWN])
+        count = f"{len(found.unpaired)} image has" if len(found.unpaired) == 1 else f"{len(found.unpaired)} images have"
+        parts.append(f"{count} no partner ({names}{', ...' if len(found.unpaired) > SHOWN else ''})")
+    if failures:
+        parts.append(f"{len(failures)} of {pairs} pairs cannot be used: " + "; ".join(failures[:SHOWN])
+                     + ("; ..." if len(failures) > SHOWN else ""))
+    return f"{root}: " + "; ".join(parts) + "; fix or remove them and run again" if parts else None
+
+
+def tiles_of(pairs: list[Pair], recipe: Recipe, cfg, desc: str = "tiles"):
+    """(pair, tile) for each pair, or (pair, the reason it cannot be tiled)."""
+    for pair in tqdm(pairs, desc=desc, unit="pair"):
+        try:
+            yield pair, make_tile(pair, cfg.tile_size(pair.split), recipe)
+        except Pix2PixError as err:
+            yield pair, str(err)
+
+
 def build_tiles(raw_dir: str | Path, out_dir: str | Path, cfg) -> pd.DataFrame:
-    """raw dataset -> out_dir/{train,val,test}/NNNNN.png + out_dir/manifest.csv."""
+    """raw pairs (data.path) -> out_dir/{train,val,test}/NNNNN.png, manifest.csv and info.json."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    discover, make_tile = LAYOUTS[DATASETS[cfg.dataset].layout]
-    pairs = assign_splits(discover(raw_dir), cfg.data.val_fraction, cfg.seed)
-    rows = []
+    found, recipe = read_source(raw_dir, cfg)
+    if found.ignored:
+        log.warning("%s: skipping %d files that are not images (%s)", raw_dir, len(found.ignored),
+                    ", ".join(str(p.relative_to(raw_dir)) for p in found.ignored[:SHOWN]))
+    pairs = assign_splits(found.pairs, cfg.data.val_fraction, cfg.seed)
+    rows, failures = [], []
     with atomic_dir(out_dir) as tmp:
-        for index, pair in enumerate(tqdm(pairs, desc="tiles", unit="pair")):
-            tile = make_tile(pair, tile_size(cfg, pair.split), cfg.data.fit)
+        for index, (pair, tile) in enumerate(tiles_of(pairs, recipe, cfg)):
+            if isinstance(tile, str):
+                failures.append(tile)
+                continue
             name = f"{pair.split}/{index:05d}.png"
             (tmp / pair.split).mkdir(exist_ok=True)
             Image.fromarray(tile).save(tmp / name)
             rows.append({"tile": name, "split": pair.split,
-                         "source_a": str(pair.mask.relative_to(raw_dir)),
-                         "source_b": str(pair.image.relative_to(raw_dir))})
+                         "source_a": str(pair.a.relative_to(raw_dir)), "source_b": str(pair.b.relative_to(raw_dir))})
+        if message := problems(raw_dir, found, failures, len(pairs)):
+            raise Pix2PixError(message)
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / "manifest.csv", index=False)
+        write_json(tmp / "info.json", {"dataset": cfg.dataset, "layout": found.layout, **recipe.info(),
+                                       "pairs": dict(sorted(Counter(manifest["split"]).items()))})
     return manifest
 
 
@@ -136,3 +202,12 @@ def read_manifest(tiles_dir: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise Pix2PixError(f"{path}: missing; run the prepare stage first (dvc repro prepare)")
     return pd.read_csv(path)
+
+
+def read_info(tiles_dir: str | Path) -> dict:
+    """info.json: how the tiles were made (layout, label half, palette, framing)."""
+    path = Path(tiles_dir) / "info.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise Pix2PixError(f"{path}: missing; the tiles predate this version, re-run prepare (dvc repro prepare)") from None

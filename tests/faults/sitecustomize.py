@@ -1,16 +1,17 @@
 """Fault injection for subprocess tests: put this folder on PYTHONPATH and set
 PIX2PIX_KILL_AT_STEP=N, and the N-th training step SIGKILLs its own process (as a crashed or
 pre-empted machine would), with no chance to clean up; PIX2PIX_HANG_AT_STEP=N makes it stop
-answering instead (a stuck GPU or network). PIX2PIX_FAULT_RANK=R limits either to the process of
-rank R under torchrun. PIX2PIX_KILL_AT_IMAGE=N SIGKILLs the process half-way through writing its
+answering instead (a stuck GPU or network); PIX2PIX_NAN_AT_STEP=N feeds it a NaN batch.
+PIX2PIX_FAULT_RANK=R limits each to the process of rank R under torchrun. PIX2PIX_KILL_AT_IMAGE=N SIGKILLs the process half-way through writing its
 N-th image file (a stage killed mid-write). PIX2PIX_DATASET_URL=NAME=URL points a dataset at a
 local server."""
 
 import os
 
 _kill, _hang = os.environ.get("PIX2PIX_KILL_AT_STEP"), os.environ.get("PIX2PIX_HANG_AT_STEP")
+_nan = os.environ.get("PIX2PIX_NAN_AT_STEP")
 _rank = os.environ.get("PIX2PIX_FAULT_RANK")
-if (_kill or _hang) and (_rank is None or _rank == os.environ.get("RANK")):
+if (_kill or _hang or _nan) and (_rank is None or _rank == os.environ.get("RANK")):
     import signal
     import time
 
@@ -25,6 +26,8 @@ if (_kill or _hang) and (_rank is None or _rank == os.environ.get("RANK")):
         if _hang and _count[0] == int(_hang):
             while True:
                 time.sleep(60)
+        if _nan and _count[0] == int(_nan):
+            args = tuple(x * float("nan") for x in args)
         return _step(self, *args)
 
     trainer.Pix2Pix.step = step
