@@ -84,6 +84,7 @@ class MlflowConfig:
     enabled: bool
     tracking_uri: str
     experiment: str
+    registered_model: str  # "" or the registry name each run's model becomes a new version of
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class Config:
 EXECUTION_ONLY = ("device", "train.log_every", "train.threads", "train.checkpoint_every",
                   "train.device_data_gb", "train.compile", "train.cuda_graphs", "train.resume",
                   "train.max_nonfinite_steps", "train.nproc_per_node", "train.nnodes", "train.rdzv_endpoint",
-                  "train.dist_timeout_s", "mlflow.enabled", "mlflow.tracking_uri", "mlflow.experiment")
+                  "train.dist_timeout_s", "mlflow.enabled", "mlflow.tracking_uri", "mlflow.experiment",
+                  "mlflow.registered_model")
 
 
 def load_config(path: str | Path = "params.yaml", overrides: dict | None = None) -> Config:

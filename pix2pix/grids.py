@@ -54,7 +54,7 @@ def evolution(grids: dict[int, Path], size: int, epochs: int = 5) -> Image.Image
     """input | the output at `epochs` epochs spread from the first to the last | target, for the
     samples of the per-epoch grids (grids: epoch -> its file, as save_grid drew it)."""
     have = sorted(grids)
-    shown = sorted({have[round(i * (len(have) - 1) / max(epochs - 1, 1))] for i in range(min(epochs, len(have)))})
+    shown = have if len(have) <= epochs else [have[round(i * (len(have) - 1) / (epochs - 1))] for i in range(epochs)]
     body = {e: np.asarray(Image.open(grids[e]).convert("RGB"))[HEADER:] for e in shown}
     last = body[shown[-1]]
     columns = [last[:, :size]] + [body[e][:, size:2 * size] for e in shown] + [last[:, 2 * size:3 * size]]

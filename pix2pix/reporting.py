@@ -21,7 +21,7 @@ from pix2pix.config import Config, training_precision
 from pix2pix.curves import save_curves
 from pix2pix.evaluation import fid_scorer, mean_image_l1, mean_target, score, split_size
 from pix2pix.files import atomic_path
-from pix2pix.grids import save_grid
+from pix2pix.grids import comparison, evolution, save
 from pix2pix.tracking import EpochLog, MlflowRun, run_environment
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,13 @@ def better(row: dict, best: dict | None) -> bool:
 
 @dataclass(frozen=True)
 class RunFiles:
-    """Where a training reports; dvc.yaml's train stage names each (metrics/...)."""
+    """Where a training reports; dvc.yaml's train stage names each (--metrics metrics/train.json ...)."""
 
     metrics: Path  # the last epoch's row and the run's summary (JSON, a DVC metric)
     epochs: Path  # every epoch's row (CSV, DVC plots)
     grids: Path  # a folder: epoch_NNN.png per epoch
     curves: Path  # the losses and validation curves (PNG)
+    evolution: Path  # the fixed val samples over the epochs (PNG)
 
 
 TIMINGS = ("images_per_s",)  # MLflow and the log only: metrics/ holds what a re-run reproduces
@@ -52,7 +53,7 @@ class Reporter:
 
     def __init__(self, cfg: Config, data, files: RunFiles, checkpoint_dir: Path, state: Checkpoint | None):
         self.cfg, self.val_data, self.dataset_hash, self.description = cfg, data.val, data.hash, data.generator
-        self.checkpoint_dir, self.grids, self.curves = checkpoint_dir, files.grids, files.curves
+        self.checkpoint_dir, self.files, self.grids = checkpoint_dir, files, files.grids
         self.best_path = checkpoint_dir / "best.pt"
         report = state.report if state else {"rows": [], "best": None, "mlflow_run_id": None}
         if not state:
@@ -78,11 +79,11 @@ class Reporter:
         if better(kept, self.best):
             self.best = kept
             generator_file.save(engine.G, row["epoch"], self.description, self.best_path)
-        grid_path = self.grids / f"epoch_{row['epoch']:03d}.png"
-        save_grid(images, self.cfg.eval.grid_samples, grid_path, f"epoch {row['epoch']}/{self.cfg.epochs}  val")
+        grid = comparison(images, self.cfg.eval.grid_samples, f"epoch {row['epoch']}/{self.cfg.epochs}  val")
+        save(grid, self.grids / f"epoch_{row['epoch']:03d}.png")
         self.log.add(kept, best_epoch=self.best["epoch"])
         self.run.log_metrics(row, step=row["epoch"])
-        self.run.log_artifact(grid_path, "grids")
+        self.run.log_image(grid, "val_grid", step=row["epoch"])
         self.last_row = kept
         log.info("epoch %d: %s", row["epoch"], ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
 
@@ -97,16 +98,20 @@ class Reporter:
         checkpoints.save_last(state, self.checkpoint_dir)
 
     def finish(self, engine, model_path, best_model_path) -> None:
-        """The final generator (also to MLflow: runs:/<id>/model), the best one and the curves image,
-        drawn once, at the end; while a run trains, MLflow and `dvc plots` show the curves."""
-        save_curves(self.log.rows, self.curves, f"{self.cfg.dataset}, lambda_l1={self.cfg.lambda_l1:g}")
-        self.run.log_artifact(self.curves)
+        """The final generator (also to MLflow as a model: runs:/<id>/model), the best one, and the
+        pictures drawn once, at the end (while a run trains, MLflow and `dvc plots` show its curves
+        and grids): the curves and the val samples' evolution over the epochs."""
+        save_curves(self.log.rows, self.files.curves, f"{self.cfg.dataset}, lambda_l1={self.cfg.lambda_l1:g}")
+        grids = {int(p.stem.split("_")[1]): p for p in self.grids.glob("epoch_*.png")}
+        save(evolution(grids, self.cfg.image_size), self.files.evolution)
+        for picture in (self.files.curves, self.files.evolution):
+            self.run.log_artifact(picture)
         generator_file.save(engine.G, engine.epoch, self.description, model_path)
         with atomic_path(best_model_path) as tmp:
             shutil.copyfile(self.best_path, tmp)
         # DVC's hash of the model file (dvc.lock's md5): the key from a commit's model to its run
         self.run.set_tags({"model_md5": hashlib.md5(Path(model_path).read_bytes()).hexdigest()})
-        self.run.log_artifact(model_path, "model")
+        self.run.log_model(model_path, self.cfg.image_size)
 
     def close(self) -> None:
         self.run.end()

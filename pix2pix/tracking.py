@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -135,13 +136,31 @@ def check_tracking_store(cfg: Config) -> None:
                            "server, fix the URI (or MLFLOW_TRACKING_URI), or set mlflow.enabled: false") from None
 
 
+def model_signature():
+    """uint8 images (N, H, W, 3) of any size in and out; translate's mode and seed as params."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    images = Schema([TensorSpec(np.dtype("uint8"), (-1, -1, -1, 3))])
+    return ModelSignature(inputs=images, outputs=images,
+                          params=ParamSchema([ParamSpec("mode", "string", "paper"), ParamSpec("seed", "long", 0)]))
+
+
+def requirements() -> list[str]:
+    """What the model needs besides this package, as installed here (MLflow would load the model in
+    a subprocess to guess them, and would pin this package, which is not on PyPI)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in ("mlflow", "torch", "numpy", "pillow", "pyyaml", "pandas")]
+
+
 class MlflowRun:
     """One MLflow run per training (the same run again when a training resumes); a no-op when
     `mlflow.enabled` is false. After the start, a failing store never stops training: each call
     that fails is skipped with a warning saying what was not logged (the DVC files have it all)."""
 
     def __init__(self, cfg: Config, tags: dict | None = None, run_id: str | None = None):
-        self.mlflow = None
+        self.mlflow, self.registered_model = None, cfg.mlflow.registered_model
         if not cfg.mlflow.enabled:
             return
         import mlflow
@@ -170,12 +189,14 @@ class MlflowRun:
 
     @staticmethod
     def _start(mlflow, run_id: str | None):
+        """The run, with MLflow's own system metrics (CPU, memory, disk, network; GPU where pynvml is
+        installed) sampled in a thread of its own until the run ends."""
         if run_id:
             try:
-                return mlflow.start_run(run_id=run_id)
+                return mlflow.start_run(run_id=run_id, log_system_metrics=True)
             except Exception as err:  # not in this store (another URI, a deleted run)
                 log.warning("cannot resume MLflow run %s (%s); starting a new run", run_id, err)
-        return mlflow.start_run()
+        return mlflow.start_run(log_system_metrics=True)
 
     @property
     def run_id(self) -> str | None:
@@ -204,6 +225,22 @@ class MlflowRun:
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._safe(f"artifact {path}", lambda: self.mlflow.log_artifact(str(path), artifact_path=folder))
+
+    def log_image(self, image, key: str, step: int) -> None:
+        """A picture at a step: the MLflow UI shows a key's images with a slider over the steps."""
+        self._safe(f"image {key} of step {step}", lambda: self.mlflow.log_image(image, key=key, step=step))
+
+    def log_model(self, generator: str | Path, image_size: int) -> None:
+        """The generator file as an MLflow model (mlflow_model.py), registered as a new version of
+        mlflow.registered_model when that names one."""
+        def log():
+            self.mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                                         artifacts={"generator": str(generator)}, signature=model_signature(),
+                                         input_example=np.zeros((1, image_size, image_size, 3), np.uint8),
+                                         pip_requirements=requirements(),
+                                         registered_model_name=self.registered_model or None)
+
+        self._safe("the model", log)
 
     def end(self) -> None:
         self._safe("the run's end", lambda: self.mlflow.end_run())

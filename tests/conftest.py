@@ -93,4 +93,5 @@ def run_files(folder: Path):
     """A training's report files under `folder`, at the paths dvc.yaml's train stage gives them."""
     from pix2pix.reporting import RunFiles
 
-    return RunFiles(*(folder / p for p in stage_args("train")[-4:]))
+    options = stage_args("train")[5:]  # --metrics metrics/train.json --epochs ...
+    return RunFiles(**{name.removeprefix("--"): folder / path for name, path in zip(options[::2], options[1::2])})

@@ -1,5 +1,6 @@
 """`pix2pix ui` serves the MLflow store, and a real browser compares the lambda_l1 1000 and 50 runs."""
 
+import contextlib
 import html
 import json
 import os
@@ -61,11 +62,15 @@ def ui_server(two_runs):
 
 
 def test_sigterm_to_ui_stops_the_server_and_its_workers_and_frees_the_port(tmp_path):
+    import psutil
+
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     # in this test's process group: the signal reaches `pix2pix ui` alone, not the server (mlflow ui) it
     # started, nor the server's own children (uvicorn, MLflow's job runner)
     proc, first_line = start_ui(tmp_path, env)
     port = int(first_line.rsplit(":", 1)[1])
+    started = psutil.Process(proc.pid).children(recursive=True)  # the server and its workers, by their PIDs
+    assert started
     try:
         proc.send_signal(15)
         assert proc.wait(timeout=60) == 0  # it ends, as asked: not an error
@@ -76,8 +81,11 @@ def test_sigterm_to_ui_stops_the_server_and_its_workers_and_frees_the_port(tmp_p
                     break
             assert time.monotonic() < deadline, f"port {port} still served 60 s after SIGTERM to pix2pix ui"
             time.sleep(0.5)  # a polling interval, not a timing assumption
+        assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     finally:  # a failed check must not leave a server behind
-        subprocess.run(["pkill", "-f", "--", f"--port {port}"], check=False)
+        for process in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 def test_ui_prints_its_url_and_serves_the_store(ui_server):
@@ -115,3 +123,18 @@ def test_browser_compares_the_two_lambda_runs(ui_server):
     shot = ARTIFACTS / "mlflow_compare_runs.png"
     subprocess.run([*BROWSER, f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs the Debian package)")
+def test_browser_finds_each_runs_grids_as_a_stepped_image_among_its_charts(ui_server):
+    import mlflow
+
+    _, url, env = ui_server
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("pix2pix").experiment_id
+    run = client.search_runs([experiment])[0].info.run_id
+    page = f"{url}/#/experiments/{experiment}/runs/{run}/model-metrics"
+    tall = [arg if not arg.startswith("--window-size") else "--window-size=1600,8000" for arg in BROWSER]
+    dom = subprocess.run([*tall, "--dump-dom", page], capture_output=True, text=True, timeout=180).stdout
+    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", dom, flags=re.S))))
+    assert "val_grid" in text and "val_FID" in text  # the grid's card among the metric charts
