@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -220,6 +222,37 @@ def export(model: str = typer.Argument(..., help="models/generator.pt, a checkpo
     from pix2pix.translate import export as run_export
 
     typer.echo(run_export(model, out, fmt))
+
+
+@app.command()
+@exit_on_error
+def demo(model: str = typer.Argument("models/generator.pt", help="a generator file, checkpoint, runs:/<id>/model "
+                                                                 "or models:/<name>/<version>"),
+         host: str = typer.Option("127.0.0.1", help="interface to listen on; loopback keeps it private"),
+         port: int = typer.Option(8000, help="port to listen on"),
+         tiles: Path = typer.Option(Path("data/tiles"), help="prepared tiles whose test split gives starting samples"),
+         metrics: Path = typer.Option(Path("metrics/eval.json"), help="the evaluate stage's metrics, for the test FID"),
+         device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N")) -> None:
+    """A page to try a model by hand: paint a label map (or upload or sketch an image) and see
+    the translation beside it, as `pix2pix translate` would generate it.
+
+    \b
+    Example: pix2pix demo     (then open the printed address; Ctrl-C stops it)
+    """
+    from pix2pix.demo import Demo, serve
+    from pix2pix.distributed import pick_device
+
+    page = Demo(model, pick_device(device), tiles if tiles.is_dir() else None, metrics)
+    server = serve(page, host, port)
+    typer.echo(f"pix2pix demo of {model} at http://{host}:{server.server_address[1]}", err=False)
+    sys.stdout.flush()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop.wait()
+    server.shutdown()
+    server.server_close()
 
 
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Your own pairs: see them as the pipeline will, before a long run.")

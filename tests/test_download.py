@@ -14,7 +14,7 @@ from PIL import Image
 
 from archives import (ADE_OUTDOOR, CAR, ROAD, ade20k_zip, car_zip_entries, small_facades, tar_bytes,
                       write_cityscapes_zips, zip_bytes)
-from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
+from conftest import ROOT, SHARED_DATA, mirror_or_synthetic, needs_shared, tiny_overrides
 from pix2pix.config import load_config
 from pix2pix.data import download
 from pix2pix.data.palettes import PALETTES
@@ -84,6 +84,7 @@ def cfg_for(name, **extra):
     return load_config(ROOT / "params.yaml", tiny_overrides(dataset=name, **{"mlflow.enabled": False}, **extra))
 
 
+@mirror_or_synthetic
 def test_facades_download_extract_and_tile(server, env, monkeypatch):
     serve_as(monkeypatch, server, "facades", tar_bytes(small_facades()))
     cfg = cfg_for("facades")
@@ -95,6 +96,7 @@ def test_facades_download_extract_and_tile(server, env, monkeypatch):
     assert tile.size == (128, 64)
 
 
+@mirror_or_synthetic
 def test_download_resumes_a_partial_file(server, env, monkeypatch):
     body = tar_bytes(small_facades())
     serve_as(monkeypatch, server, "facades", body)
@@ -107,6 +109,7 @@ def test_download_resumes_a_partial_file(server, env, monkeypatch):
     assert (env / "cache" / "facades.tar.gz").read_bytes() == body
 
 
+@mirror_or_synthetic
 def test_truncated_download_fails_cleanly_and_names_the_url(server, env, monkeypatch):
     serve_as(monkeypatch, server, "facades", tar_bytes(small_facades()))
     server.truncate = True
@@ -121,6 +124,7 @@ def test_unreachable_url_says_how_to_use_a_mirror(env, monkeypatch):
         download.fetch(cfg_for("maps"), env / "raw")
 
 
+@mirror_or_synthetic
 def test_checksum_mismatch_is_refused_and_the_file_deleted(server, env, monkeypatch):
     serve_as(monkeypatch, server, "facades", tar_bytes(small_facades()), sha256="0" * 64)
     with pytest.raises(Pix2PixError, match="does not match the pinned"):
@@ -186,6 +190,7 @@ def test_archive_bomb_is_refused(server, env, monkeypatch):
         download.fetch(cfg_for("cars"), env / "raw")
 
 
+@mirror_or_synthetic
 def test_cars_zip_in_any_layout_pairs_by_stem(server, env, monkeypatch):
     serve_as(monkeypatch, server, "cars", zip_bytes(car_zip_entries(6)))
     cfg = cfg_for("cars", **{"data.val_fraction": 0.2})
@@ -229,6 +234,7 @@ def test_data_mirror_must_hold_the_dataset_where_the_machines_mirror_may_not(env
     assert not (env / "raw").exists()
 
 
+@mirror_or_synthetic
 @pytest.mark.parametrize("damage", ["changed", "missing"])
 def test_a_mirror_folder_whose_files_do_not_match_its_sums_is_refused(env, monkeypatch, tmp_path, damage):
     import hashlib

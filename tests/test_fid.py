@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, mirror_or_synthetic
 from pix2pix import fid
 from pix2pix.data import synthetic
 from pix2pix.errors import Pix2PixError
 
+pytestmark = mirror_or_synthetic  # real facade photos when ../shared/data is there, rendered cars otherwise
 COUNT = 16
 
 
@@ -30,8 +31,8 @@ def photos(tmp_path_factory):
         if SHARED_DATA.is_dir():
             tile = Image.open(SHARED_DATA / "facades" / "val" / f"{i + 1}.jpg").convert("RGB")
             image = tile.crop((0, 0, tile.width // 2, tile.height))  # the photo half
-        else:
-            image = Image.fromarray(synthetic.sample(0, i)[0])
+        else:  # one size, as the facade photos have (the tests stack a folder into one batch)
+            image = Image.fromarray(synthetic.sample(0, i)[0]).resize((256, 256), Image.BICUBIC)
         image.save(folder / f"{i:03d}.png")
     return folder
 

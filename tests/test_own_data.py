@@ -19,7 +19,6 @@ from dvc_project import init_repo, run
 from pix2pix import generator_file
 from pix2pix.cli import app
 from pix2pix.config import load_config
-from pix2pix.data.download import fetch
 from pix2pix.data.framing import fit, frame
 from pix2pix.data.images import read_label, read_rgb
 from pix2pix.data.palettes import PALETTES, voc_colours
@@ -233,7 +232,8 @@ def test_data_check_shows_the_layout_splits_formats_problems_and_a_preview(tmp_p
     assert good.exit_code == 0, good.output
     lines = good.stdout.splitlines()
     assert lines[0] == f"{own}: layout paired, 6 pairs (test 1, train 4, val 1)"
-    assert lines[1].startswith("A: ") and lines[2].startswith("B: ") and "(6)" in lines[1] + lines[2]
+    for line, side in zip(lines[1:3], "AB"):  # sizes and modes, counted: every file of the side
+        assert line.startswith(f"{side}: ") and sum(map(int, re.findall(r"\((\d+)\)", line))) == 6
     assert "not images, skipped: 1 (notes.txt)" in good.output and "problems: none" in good.output
     preview = Image.open(tmp_path / "look.png")
     assert preview.size == (128, 28 + 4 * 64)  # A | B at 64 px, the first 4 pairs under a header

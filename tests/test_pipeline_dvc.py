@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from archives import ade20k_zip, small_facades, tar_bytes, write_cityscapes_zips
-from conftest import ROOT, SHARED_DATA, needs_shared, tiny_overrides
+from conftest import ROOT, SHARED_DATA, mirror_or_synthetic, needs_shared, tiny_overrides
 from dvc_project import init_repo, make_project, run
 
 pytestmark = pytest.mark.slow  # every test here drives whole pipelines or processes
@@ -146,6 +146,7 @@ def test_a_failing_stage_exits_non_zero_with_one_line_and_no_output(tmp_path):
     assert not (raw / "cityscapes").exists() and not list(raw.glob(".cityscapes*"))  # no output, no temp
 
 
+@mirror_or_synthetic
 def test_the_same_data_gets_the_same_dvc_hash_from_any_mirror_path_or_a_url(tmp_path):
     """data/raw and data/tiles depend on the bytes, not on where they came from: facades from two
     mirror folders at different paths (with the mirror's own SHA256SUMS and SOURCE.txt) and as the
