@@ -21,6 +21,12 @@ from pix2pix.data.framing import MAX_PIXELS
 from pix2pix.errors import Pix2PixError, exit_on_error
 
 PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"  # the repo's defaults
+
+
+def params_or_defaults(path: Path) -> Path:
+    """The params file commands that only need settings read: the one given (or ./params.yaml),
+    else the repo's defaults, so that they also work outside a project folder."""
+    return path.resolve() if path.exists() else PARAMS
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="pix2pix-dvc: reproducible pix2pix with DVC.")
 
@@ -76,7 +82,9 @@ def bench(size: int = typer.Option(256, help="image size (the paper: 256)"),
           nproc_per_node: int = typer.Option(1, help="> 1: add data-parallel scaling rows (torchrun, N processes)"),
           concurrent: str = typer.Option("", help="e.g. 1,2,4,8: add rows of N batch-1 trainings at once on the "
                                                  "device, as `dvc queue start -j N` runs a sweep"),
-          json_path: Path = typer.Option(None, "--json", help="also write the table as JSON")) -> None:
+          json_path: Path = typer.Option(None, "--json", help="also write the table as JSON"),
+          params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params for the rest of the settings "
+                                                                                 "(default: this folder's, else the repo's)")) -> None:
     """Training speed: the classic pix2pix pipeline (a) against this project's (b), same device.
 
     \b
@@ -101,7 +109,7 @@ def bench(size: int = typer.Option(256, help="image size (the paper: 256)"),
     from pix2pix.distributed import device_name, norm_for, pick_device
     from pix2pix.files import write_json
 
-    params_file = Path("params.yaml").resolve() if Path("params.yaml").exists() else PARAMS
+    params_file = params_or_defaults(params_file)
     overrides = {"image_size": size, "model.ngf": ngf, "model.ndf": ngf, "device": device}
     cfg = load_config(params_file, overrides)
     dev = pick_device(device)
@@ -267,7 +275,8 @@ def data_check(path: Path = typer.Argument(..., help="the folder of your pairs (
                fit: str = typer.Option(None, help="crop or pad (default: data.fit)"),
                size: int = typer.Option(None, help="the model's image size (default: image_size)"),
                preview: Path = typer.Option(Path("data_check.png"), help="where to draw the first pairs as the model sees them"),
-               params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file for the defaults")) -> None:
+               params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params for the defaults "
+                                                                                      "(default: this folder's, else the repo's)")) -> None:
     """Check a folder of pairs: its layout, pairs per split, sizes and modes, every problem that
     prepare would refuse, and a preview of the first pairs framed and coloured as the model sees them.
 
@@ -279,8 +288,7 @@ def data_check(path: Path = typer.Argument(..., help="the folder of your pairs (
 
     overrides = {"dataset": "folder", "data.path": str(path), "data.layout": layout, "data.palette": palette,
                  "data.fit": fit, "image_size": size, "mlflow.enabled": False}
-    cfg = load_config(params_file if params_file.exists() else PARAMS,
-                      {k: v for k, v in overrides.items() if v is not None})
+    cfg = load_config(params_or_defaults(params_file), {k: v for k, v in overrides.items() if v is not None})
     report = check(path, cfg, preview)
     for line in report.lines():
         typer.echo(line)

@@ -119,7 +119,7 @@ class Config:
 # Params that say how a run is executed or reported, not what it computes. No DVC stage depends on
 # them (changing one re-runs nothing, tests/test_stage_deps.py checks dvc.yaml against this list),
 # and a checkpoint may be resumed under other values of them. `device` is here although CPU and GPU
-# kernels round differently: what reproduces where is in the README's Reproducibility section.
+# kernels round differently: what reproduces where is in docs/reproducibility.md.
 EXECUTION_ONLY = ("device", "train.log_every", "train.threads", "train.checkpoint_every",
                   "train.device_data_gb", "train.compile", "train.cuda_graphs", "train.resume",
                   "train.max_nonfinite_steps", "train.nproc_per_node", "train.nnodes", "train.rdzv_endpoint",
@@ -215,7 +215,7 @@ def _build(cls, raw, prefix: str, source: Path):
     for name in names:
         key = f"{prefix}{name}"
         if name not in raw:
-            raise Pix2PixError(f"{source}: missing key '{key}'; add it (see the README params table)")
+            raise Pix2PixError(f"{source}: missing key '{key}'; add it (see docs/params.md)")
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
             values[name] = _build(kind, raw[name], f"{key}.", source)

@@ -56,7 +56,7 @@ def device_name(device: torch.device) -> str:
 
 def configure(device: torch.device) -> None:
     """cuDNN autotuning on CUDA: a run's shapes never change, so the fastest kernels found on the
-    first steps serve them all (GPU results are not bit-reproducible anyway: bf16, see README)."""
+    first steps serve them all (GPU results are not bit-reproducible anyway: bf16, docs/reproducibility.md)."""
     torch.backends.cudnn.benchmark = device.type == "cuda"
 
 

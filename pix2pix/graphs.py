@@ -1,7 +1,8 @@
 """A whole training step (D update, then G update) captured once as a CUDA graph and replayed.
 
-At batch 1 a pix2pix step is about 1,500 small kernels: launching them costs the host ~20 ms while
-the GPU needs ~3 ms, so eager PyTorch leaves an H100 idle most of the time. A replay is one launch.
+At batch 1 a pix2pix step is many small kernels, and launching them one by one from Python takes
+the host longer than the GPU takes to run them, so eager PyTorch leaves a fast GPU idle most of the
+time (docs/performance.md). A replay is one launch.
 See https://pytorch.org/docs/stable/notes/cuda.html#whole-network-capture for the rules followed:
 static input tensors, capturable optimisers, warm-up on a side stream before capture.
 """

@@ -65,7 +65,7 @@ def git_tags() -> dict:
 
 
 def run_environment(device, precision: str) -> dict:
-    """What a run's numbers also depend on (README: Reproducibility): the device, the precision it
+    """What a run's numbers also depend on (docs/reproducibility.md): the device, the precision it
     trained in, the torch build and the CPU threads torch uses. In metrics/train.json and as MLflow tags."""
     return {"device": device_name(device), "precision": precision, "torch_version": torch.__version__,
             "cpu_threads": torch.get_num_threads()}

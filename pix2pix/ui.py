@@ -29,7 +29,9 @@ def serve_ui(uri: str, host: str, port: int, workers: int = 1) -> int:
     try:
         command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
                    "--port", str(port), "--workers", str(workers)]
-        server.append(subprocess.Popen(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        # MLflow's server imports a Starlette module that warns of its own deprecation: nothing a user can act on
+        quiet = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:starlette.middleware.wsgi is deprecated"]))
+        server.append(subprocess.Popen(command, env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONWARNINGS": quiet},
                                        start_new_session=True))
         if stopped:  # the signal came while the server was starting
             stop(stopped[0], None)

@@ -68,6 +68,24 @@ def test_tiles_are_split_framed_once_and_the_label_half_holds_palette_colours_on
         assert np.array_equal(tile[:, side:], np.asarray(once))
 
 
+def test_crop_keeps_the_centre_pad_keeps_everything_and_translate_gets_the_input_back():
+    from pix2pix.data.framing import frame
+
+    wide = np.zeros((50, 100, 3), np.uint8)
+    wide[:, :25], wide[:, 25:75], wide[:, 75:] = (255, 0, 0), (0, 255, 0), (255, 0, 0)  # red | green | red
+    image = Image.fromarray(wide)
+    cropped = np.asarray(fit(image, 32, "crop", Image.NEAREST))
+    assert cropped.shape == (32, 32, 3) and (cropped == (0, 255, 0)).all()  # the sides are dropped
+    padded = np.asarray(fit(image, 32, "pad", Image.NEAREST))
+    assert (padded[:8] == 0).all() and (padded[24:] == 0).all()  # black bars above and below
+    assert (padded[8:24, :8] == (255, 0, 0)).all() and (padded[8:24, 12:20] == (0, 255, 0)).all()  # all of it
+    for mode, shape in (("crop", (32, 64, 3)), ("pad", (32, 32, 3))):  # translate keeps the whole image
+        framed = frame(image, 32, mode, Image.NEAREST)
+        assert np.asarray(framed.image).shape == shape
+        back = framed.restore(np.asarray(framed.image))  # an identity model: the input comes back
+        assert back.shape == wide.shape and (back[:, 40:60] == (0, 255, 0)).all() and (back[:, :20] == (255, 0, 0)).all()
+
+
 def test_split_is_deterministic_by_seed(raw_cars, tmp_path, tiny_cfg):
     first = build_tiles(raw_cars, tmp_path / "a", tiny_cfg)
     second = build_tiles(raw_cars, tmp_path / "b", tiny_cfg)

@@ -57,7 +57,7 @@ def as_tensor(files) -> torch.Tensor:
     return torch.stack(images).float() / 127.5 - 1
 
 
-@functools.cache  # a folder's features in a mode are computed once per module: 2 s for 16 images on 2 cores
+@functools.cache  # a folder's features in a mode are computed once per module: the network is slow on a CPU
 def folder_features(folder, network, mode: str = "clean") -> np.ndarray:
     """fid.features of a folder's images, one at a time (their sizes may differ)."""
     return np.concatenate([fid.features(as_tensor([path]), network, mode) for path in sorted(folder.iterdir())])
@@ -148,7 +148,7 @@ def test_frechet_equals_clean_fids_frechet_distance(n1, n2, d):
     """The low-rank trace (fewer images than features) and the full-rank path (d=8) against
     clean-fid's own sqrtm-based formula on the covariances. Inception's 2048 features once (a
     test set's 100 and 106 images); the smaller sets at 256, as scipy's sqrtm of a 2048x2048
-    product takes 12 s on 2 cores and one of 256 a fraction of a second."""
+    product is slow and one of 256 is not."""
     from cleanfid.fid import frechet_distance
 
     rng = np.random.default_rng(n1)

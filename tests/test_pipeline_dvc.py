@@ -46,17 +46,12 @@ def test_repro_again_is_a_no_op(reproduced):
     assert "up to date" in run(["dvc", "status"], path, env).lower()
 
 
-def test_repro_with_two_processes_launches_torchrun_and_writes_what_one_process_writes(tmp_path, reproduced):
+def test_repro_with_two_processes_launches_torchrun_and_completes_the_pipeline(tmp_path):
+    """(What the processes write, against one process: tests/test_distributed.py.)"""
     env = init_repo(tmp_path, tiny_overrides(**{"train.nproc_per_node": 2, "model.norm": "instance"}))
     result = subprocess.run(["dvc", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "launching 2 processes" in result.stderr and "torch.distributed.run --nproc-per-node=2" in result.stderr
-
-    def written(root):
-        return sorted(str(p.relative_to(root)) for folder in ("models", "metrics", "checkpoints")
-                      for p in (root / folder).rglob("*") if p.is_file())
-
-    assert written(tmp_path) == written(reproduced[0])
     assert "up to date" in run(["dvc", "status"], tmp_path, env).lower()
 
 

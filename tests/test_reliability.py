@@ -438,7 +438,8 @@ def test_dvc_exp_run_with_a_misspelt_key_fails_before_any_work(tmp_path):
     refused by the check_params stage, which runs before any other."""
     env = init_repo(tmp_path, tiny_overrides())
     for override, message in (("lamda_l1=50", "Could not override 'lamda_l1'"),
-                              ("+lamda_l1=50", "error: params.yaml: unknown key 'lamda_l1'; allowed here: dataset, ")):
+                              ("+lamda_l1=50", "error: params.yaml: unknown key 'lamda_l1'; did you mean 'lambda_l1'? "
+                                               "allowed here: dataset, ")):
         result = subprocess.run(["dvc", "exp", "run", "-S", override], cwd=tmp_path, env=env, capture_output=True,
                                 text=True, timeout=300)
         assert result.returncode != 0 and message in result.stdout + result.stderr

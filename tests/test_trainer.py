@@ -151,7 +151,7 @@ def test_compiled_training_step_matches_eager(tiny_cfg):
 
     Weights are held to Adam's bound rather than to the gradients' tolerance: Adam's first updates
     are about lr per weight whatever the gradient's size, so a gradient within rounding of 0 that
-    rounds to the other sign moves its weight by up to 2 lr per step (seen on 1 of 0.5 M weights)."""
+    rounds to the other sign moves its weight by up to 2 lr per step (a rare weight does)."""
     results = []
     for compiled in (False, True):
         torch.manual_seed(0)

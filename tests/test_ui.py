@@ -31,11 +31,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ui(cwd, env, **popen) -> tuple[subprocess.Popen, str]:
-    """`pix2pix ui` on a free loopback port, once it answers; (the process, its first stdout line)."""
+def start_ui(cwd, env, log: Path = Path(os.devnull), **popen) -> tuple[subprocess.Popen, str]:
+    """`pix2pix ui` on a free loopback port, once it answers; (the process, its first stdout line).
+    Its stderr goes to `log`."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pix2pix.cli", "ui", "--port", str(port)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **popen)
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "pix2pix.cli", "ui", "--port", str(port)], cwd=cwd, env=env,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, **popen)
     first_line = proc.stdout.readline().strip()
     deadline = time.monotonic() + 120
     while True:  # poll until the server answers (it needs a few seconds to start)
@@ -67,13 +69,14 @@ def test_sigterm_to_ui_stops_the_server_and_its_workers_and_frees_the_port(tmp_p
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     # in this test's process group: the signal reaches `pix2pix ui` alone, not the server (mlflow ui) it
     # started, nor the server's own children (uvicorn, MLflow's job runner)
-    proc, first_line = start_ui(tmp_path, env)
+    proc, first_line = start_ui(tmp_path, env, tmp_path / "ui.log")
     port = int(first_line.rsplit(":", 1)[1])
     started = psutil.Process(proc.pid).children(recursive=True)  # the server and its workers, by their PIDs
     assert started
     try:
         proc.send_signal(15)
         assert proc.wait(timeout=60) == 0  # it ends, as asked: not an error
+        assert "Warning" not in (tmp_path / "ui.log").read_text()  # nothing a user cannot act on
         deadline = time.monotonic() + 60
         while True:  # the workers exit after their parent: poll until nobody listens
             with socket.socket() as s:

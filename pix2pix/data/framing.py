@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 FITS = ("crop", "pad")
-MAX_PIXELS = 4_000_000  # translate --scale native: larger images are generated in tiles (a whole pass of
-                        # ngf 64 takes about 1 GB per megapixel)
+MAX_PIXELS = 4_000_000  # translate --scale native and the demo: larger images are generated in tiles
+                        # (a whole pass's activations grow with the pixels)
 
 
 def fit(image: Image.Image, size: int, mode: str, resample) -> Image.Image:
