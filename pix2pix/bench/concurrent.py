@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pix2pix.bench.pipeline import project_pipeline, time_it
+from pix2pix.bench.pipeline import project_pipeline, table, time_it
 from pix2pix.config import load_config
 from pix2pix.data.device_data import load_split
 from pix2pix.distributed import configure, pick_device
@@ -93,10 +93,10 @@ def worker(spec_path: str, index: str) -> None:
 
 
 def format_concurrent(rows: list[dict]) -> str:
-    lines = [f"{'trainings at once (one device)':<42} {'procs':>5} {'img/s':>9} {'vs one':>7} {'GB/proc':>8}"]
-    lines += [f"{r['pipeline']:<42} {r['processes']:>5} {r['images_per_s']:>9.1f} {r['vs_one']:>6.2f}x "
-              f"{r['peak_mem_gb_per_process']:>8.2f}" for r in rows]
-    return "\n".join(lines)
+    return table("trainings at once (one device)", [
+        ("procs", 5, lambda r: str(r["processes"])), ("img/s", 9, lambda r: f"{r['images_per_s']:.1f}"),
+        ("vs one", 7, lambda r: f"{r['vs_one']:.2f}x"), ("GB/proc", 8, lambda r: f"{r['peak_mem_gb_per_process']:.2f}"),
+    ], rows)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,6 +39,13 @@ def time_it(next_batch, work, device: torch.device, steps: int, warmup: int) -> 
         work(next_batch())
     sync(device)
     return warm - start, (time.perf_counter() - warm) / steps
+
+
+def table(title: str, columns: list[tuple[str, int, Callable[[dict], str]]], rows: list[dict]) -> str:
+    """A text table of benchmark rows: the pipeline's name, then each column's (header, width, cell)."""
+    lines = [f"{title:<42} " + " ".join(f"{header:>{width}}" for header, width, _ in columns)]
+    lines += [f"{r['pipeline']:<42} " + " ".join(f"{cell(r):>{width}}" for _, width, cell in columns) for r in rows]
+    return "\n".join(lines)
 
 
 def project_pipeline(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.device,

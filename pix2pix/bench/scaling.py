@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pix2pix.bench.pipeline import project_pipeline, time_it
+from pix2pix.bench.pipeline import project_pipeline, table, time_it
 from pix2pix.config import load_config
 from pix2pix.data.device_data import load_split
 from pix2pix.distributed import configure, epoch_order, join, launch, leave
@@ -59,10 +59,11 @@ def worker(spec_path: str) -> None:
 
 
 def format_scaling(rows: list[dict]) -> str:
-    lines = [f"{'data-parallel scaling':<42} {'procs':>5} {'batch/proc':>10} {'img/s':>9} {'ms/step':>8} {'scaling':>8}"]
-    lines += [f"{r['pipeline']:<42} {r['processes']:>5} {r['batch_per_process']:>10} {r['images_per_s']:>9.1f} "
-              f"{r['ms_per_step']:>8.2f} {100 * r['scaling']:>7.0f}%" for r in rows]
-    return "\n".join(lines)
+    return table("data-parallel scaling", [
+        ("procs", 5, lambda r: str(r["processes"])), ("batch/proc", 10, lambda r: str(r["batch_per_process"])),
+        ("img/s", 9, lambda r: f"{r['images_per_s']:.1f}"), ("ms/step", 8, lambda r: f"{r['ms_per_step']:.2f}"),
+        ("scaling", 8, lambda r: f"{100 * r['scaling']:.0f}%"),
+    ], rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from pix2pix.bench.pipeline import endless, project_pipeline, sync, time_it
+from pix2pix.bench.pipeline import endless, project_pipeline, sync, table, time_it
 from pix2pix.config import Config
 from pix2pix.data.device_data import load_split
 from pix2pix.data.tiles import read_manifest
@@ -201,17 +201,14 @@ def speed_rows(cfg: Config, tiles_dir: Path, device: torch.device, batch_sizes: 
 
 
 def format_table(rows: list[dict], device: torch.device) -> str:
-    def fmt(value, spec):
+    def maybe(value, spec):
         return "n/a" if value is None else format(value, spec)
 
-    def pct(value):
-        return "n/a" if value is None else f"{100 * value:.1f}%"
-
-    head = f"{'pipeline':<42} {'batch':>5} {'prec':>5} {'img/s':>9} {'ms/step':>8} {'data img/s':>10} " \
-           f"{'peak GB':>7} {'TFLOP/s':>8} {'MFU':>6} {'speedup':>7} {'warm-up s':>9}"
-    lines = [f"device: {device_name(device)}, torch {torch.__version__}", head]
-    for r in rows:
-        lines.append(f"{r['pipeline']:<42} {r['batch']:>5} {r['precision']:>5} {r['images_per_s']:>9.1f} "
-                     f"{r['ms_per_step']:>8.2f} {r['data_images_per_s']:>10.1f} {fmt(r['peak_mem_gb'], '7.2f'):>7} "
-                     f"{r['tflops']:>8.2f} {pct(r['mfu']):>6} {r['speedup']:>6.2f}x {r['warmup_s']:>9.1f}")
-    return "\n".join(lines)
+    columns = [
+        ("batch", 5, lambda r: str(r["batch"])), ("prec", 5, lambda r: r["precision"]),
+        ("img/s", 9, lambda r: f"{r['images_per_s']:.1f}"), ("ms/step", 8, lambda r: f"{r['ms_per_step']:.2f}"),
+        ("data img/s", 10, lambda r: f"{r['data_images_per_s']:.1f}"), ("peak GB", 7, lambda r: maybe(r["peak_mem_gb"], ".2f")),
+        ("TFLOP/s", 8, lambda r: f"{r['tflops']:.2f}"), ("MFU", 6, lambda r: maybe(r["mfu"], ".1%")),
+        ("speedup", 7, lambda r: f"{r['speedup']:.2f}x"), ("warm-up s", 9, lambda r: f"{r['warmup_s']:.1f}"),
+    ]
+    return f"device: {device_name(device)}, torch {torch.__version__}\n" + table("pipeline", columns, rows)
