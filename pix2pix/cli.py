@@ -285,8 +285,10 @@ def data_check(path: Path = typer.Argument(..., help="the folder of your pairs (
     """
     from pix2pix.config import load_config
     from pix2pix.data.check import check
+    from pix2pix.data.tiles import downloaded_dataset
 
-    overrides = {"dataset": "folder", "data.path": str(path), "data.layout": layout, "data.palette": palette,
+    dataset = downloaded_dataset(path) or "folder"  # data/raw holds a built-in dataset the download stage wrote
+    overrides = {"dataset": dataset, "data.path": str(path), "data.layout": layout, "data.palette": palette,
                  "data.fit": fit, "image_size": size, "mlflow.enabled": False}
     cfg = load_config(params_or_defaults(params_file), {k: v for k, v in overrides.items() if v is not None})
     report = check(path, cfg, preview)

@@ -250,6 +250,8 @@ def test_doctor_reports_and_fails_on_a_blocker(tmp_path, monkeypatch):
 
 
 def test_doctor_says_whether_a_mirror_is_set_reachable_and_holding_the_dataset(tmp_path, monkeypatch):
+    import dataclasses
+
     from pix2pix.config import load_config
     from pix2pix.doctor import mirror_check
 
@@ -259,7 +261,10 @@ def test_doctor_says_whether_a_mirror_is_set_reachable_and_holding_the_dataset(t
     monkeypatch.setenv("PIX2PIX_MIRROR", str(tmp_path / "nowhere"))
     assert mirror_check(cfg) == type(mirror_check(cfg))("mirror", "FAIL", f"{tmp_path / 'nowhere'}: not a folder; "
                                                                           "fix data.mirror or $PIX2PIX_MIRROR")
-    monkeypatch.setenv("PIX2PIX_MIRROR", str(tmp_path))
+    monkeypatch.setenv("PIX2PIX_MIRROR", str(tmp_path))  # a machine's shelf without cars: the URL follows
     assert mirror_check(cfg).status == "warn" and "no cars there" in mirror_check(cfg).detail
+    named = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, mirror=str(tmp_path)))  # data.mirror must hold it
+    assert mirror_check(named).status == "FAIL" and "holds no cars/ or car-segmentation/" in mirror_check(named).detail
     (tmp_path / "car-segmentation").mkdir()  # the cars dataset's folder name in a mirror
     assert mirror_check(cfg).status == "ok" and mirror_check(cfg).detail.endswith("holds cars")
+    assert mirror_check(named).status == "ok"

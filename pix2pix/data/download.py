@@ -41,9 +41,12 @@ MAX_EXTRACTED_BYTES = 64 * 2**30  # archive-bomb cap: far above any dataset here
 CHUNK = 1 << 20
 
 
-def mirror_folders(cfg) -> list[Path]:
-    """The mirrors to try, in order: data.mirror, then $PIX2PIX_MIRROR."""
-    return [Path(m) for m in (cfg.data.mirror, os.environ.get(MIRROR_ENV)) if m]
+def mirror_folder(cfg) -> tuple[Path | None, bool]:
+    """(The mirror to try, whether it must hold the dataset): data.mirror, which must, else
+    $PIX2PIX_MIRROR, a machine's shelf that may lack one (its URL follows); (None, False) for neither."""
+    if cfg.data.mirror:
+        return Path(cfg.data.mirror), True
+    return (Path(os.environ[MIRROR_ENV]), False) if os.environ.get(MIRROR_ENV) else (None, False)
 
 
 def fetch(cfg, out_dir: str | Path) -> Path:
@@ -66,16 +69,17 @@ def fetch(cfg, out_dir: str | Path) -> Path:
 
 def from_mirrors(source: Source, cfg, dest: Path) -> dict | None:
     """The dataset from data.mirror (which must hold it), else from $PIX2PIX_MIRROR if it does."""
-    if cfg.data.mirror:
-        mirror = Path(cfg.data.mirror)
-        found = from_mirror(source, mirror, dest)
-        if found is None:
-            names = " or ".join([f"{n}/" for n in (source.name, *source.mirror_names)] + list(source.archives))
-            raise Pix2PixError(f"data.mirror {mirror} holds no {names}; data.mirror is for a copy of a built-in "
-                               "dataset (for your own pairs set dataset: folder and data.path)")
-        return found
-    mirror = os.environ.get(MIRROR_ENV)
-    return from_mirror(source, Path(mirror), dest) if mirror else None
+    mirror, strict = mirror_folder(cfg)
+    found = from_mirror(source, mirror, dest) if mirror else None
+    if strict and found is None:
+        raise Pix2PixError(f"data.mirror {mirror} holds no {mirror_names(source)}; data.mirror is for a copy of a "
+                           "built-in dataset (for your own pairs set dataset: folder and data.path)")
+    return found
+
+
+def mirror_names(source: Source) -> str:
+    """What a mirror holding `source` holds: its folder or its archives."""
+    return " or ".join([f"{n}/" for n in (source.name, *source.mirror_names)] + list(source.archives))
 
 
 MIRROR_BOOKKEEPING = ("SHA256SUMS", "SOURCE.txt")  # a mirror folder's own files, not the dataset's
