@@ -56,8 +56,7 @@ class Checkpoint:
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [k for k in names if k not in state] if isinstance(state, dict) else names
         if missing:
-            raise Pix2PixError(f"{path}: not a training checkpoint of this version (missing {', '.join(missing)}); "
-                               "set train.resume: never to start afresh")
+            raise Pix2PixError(f"{path}: not a training checkpoint of this version (missing {', '.join(missing)})")
         return cls(**{k: state[k] for k in names})
 
 

@@ -24,9 +24,13 @@ PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"  # the repo's de
 
 
 def params_or_defaults(path: Path) -> Path:
-    """The params file commands that only need settings read: the one given (or ./params.yaml),
-    else the repo's defaults, so that they also work outside a project folder."""
-    return path.resolve() if path.exists() else PARAMS
+    """The params file of commands that only need settings: the one given, or ./params.yaml, else
+    the repo's defaults, so that they also work outside a project folder."""
+    if path.exists():
+        return path.resolve()
+    if path != Path("params.yaml"):
+        raise Pix2PixError(f"--params {path}: no such file")
+    return PARAMS
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="pix2pix-dvc: reproducible pix2pix with DVC.")
 
@@ -209,8 +213,6 @@ def translate(model: str = typer.Argument(..., help="models/generator.pt, a chec
     from pix2pix.distributed import pick_device
     from pix2pix.translate import translate as run_translate
 
-    if mode not in ("paper", "eval"):
-        raise Pix2PixError(f"--mode is {mode!r}; allowed: paper, eval")
     for path in run_translate(model, inputs, out, mode, batch_size, pick_device(device), seed, scale, max_pixels):
         typer.echo(path)
 

@@ -169,6 +169,18 @@ def result_params(cfg_or_flat) -> dict[str, object]:
     return {k: v for k, v in flat.items() if k not in EXECUTION_ONLY}
 
 
+def check_data_path(cfg: Config, outputs: dict[str, str]) -> None:
+    """Your own folder (dataset: folder) must not overlap a stage's output (outputs: path -> stage),
+    which DVC deletes before the stage runs: it would take your pairs with it."""
+    if cfg.dataset != "folder":
+        return
+    mine = Path(cfg.data.path)
+    for out, stage in outputs.items():
+        if mine == Path(out) or Path(out) in mine.parents or mine in Path(out).parents:
+            raise Pix2PixError(f"data.path is {cfg.data.path}, which overlaps {out}, the {stage} stage's output "
+                               "(DVC deletes it before the stage runs); keep your pairs elsewhere, such as data/own")
+
+
 def processes(cfg: Config) -> int:
     """Training processes: train.nproc_per_node on each of train.nnodes machines."""
     return cfg.train.nproc_per_node * cfg.train.nnodes
@@ -256,6 +268,8 @@ def _check_values(cfg: Config, source: Path) -> None:
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device", "auto, cpu, cuda or cuda:N", cfg.device)
     need(cfg.dataset != "folder" or cfg.data.path.strip() not in ("", "."), "data.path",
          "the folder of your pairs when dataset is folder (for example data/own)", cfg.data.path)
+    need(not any(c.isspace() for c in cfg.data.path), "data.path", "a path without spaces (DVC splits the command "
+         "that names it)", cfg.data.path)
     need(cfg.data.synthetic_count >= 4, "data.synthetic_count", ">= 4", cfg.data.synthetic_count)
     need(0 <= cfg.data.val_fraction < 1, "data.val_fraction", "in [0, 1)", cfg.data.val_fraction)
     need(cfg.model.ngf >= 1, "model.ngf", ">= 1", cfg.model.ngf)

@@ -22,17 +22,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pix2pix.data.device_data import load_split
 from pix2pix.data.framing import MAX_PIXELS
-from pix2pix.data.images import open_image, to_rgb
+from pix2pix.data.images import FORMATS, read_rgb
 from pix2pix.data.sources import DATASETS
+from pix2pix.data.tiles import read_info, read_manifest
 from pix2pix.errors import Pix2PixError
-from pix2pix.translate import load_model, model_input, translate_image
+from pix2pix.generation import check_mode
+from pix2pix.translate import load_model, model_input, read_input, translate_image
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("demo.html")
 MAX_BODY = 32 * 2**20  # bytes of one request: a PNG of MAX_PIXELS fits
 SAMPLES = 6  # starting label maps from the test split
+BUSY = threading.BoundedSemaphore(4)  # requests handled at once; more are told to retry
+TIMEOUT_S = 30  # a client that sends nothing for this long is dropped
 
 
 class Demo:
@@ -49,36 +52,39 @@ class Demo:
         return {**self.facts, "size": self.model["image_size"], "label": self.model["input"]["label"],
                 "palette": palette, "samples": len(self.samples), "max_pixels": MAX_PIXELS}
 
-    def translate(self, png: bytes, mode: str, seed: int) -> tuple[bytes, float]:
-        """PNG in, (PNG out, milliseconds the generation took)."""
-        if mode not in ("paper", "eval"):
-            raise Pix2PixError(f"mode is {mode!r}; allowed: paper, eval")
-        image = decode(png)
-        if self.model["input"]["label"] and len(np.unique(image.reshape(-1, 3), axis=0)) == 1:
-            raise Pix2PixError("the canvas is empty: paint a label map with the brushes first")
+    def translate(self, png: bytes, mode: str, seed: int, painted: bool) -> tuple[bytes, float]:
+        """PNG in (painted on the page's canvas, in the palette's colours, or a file uploaded, read as
+        translate reads a file), (PNG out, milliseconds the generation took)."""
+        check_mode(mode)
+        check_size(png)
+        if painted:
+            image = model_input(read_rgb(io.BytesIO(png), "the canvas"), self.model, "the canvas", colours=True)
+            if (image == image[:1, :1]).all():
+                raise Pix2PixError("the canvas is empty: paint a label map with the brushes first")
+        else:
+            image = read_input(io.BytesIO(png), self.model, "the upload")
         with self.lock:
             start = time.perf_counter()
-            out = translate_image(self.G, model_input(image, self.model), self.model, mode, 8, self.device,
-                                  seed=seed)
+            out = translate_image(self.G, image, self.model, mode, 8, self.device, seed=seed)
             ms = 1e3 * (time.perf_counter() - start)
         return encode(out), ms
 
 
-def decode(png: bytes) -> np.ndarray:
-    """An uploaded or painted image as (H, W, 3) uint8; one line for anything else."""
+def check_size(png: bytes) -> None:
+    """One line for no image, a file that is not one, or one larger than the demo generates."""
     if not png:
         raise Pix2PixError("no image was sent: paint, sketch or choose a file")
     try:
-        with Image.open(io.BytesIO(png)) as probe:
+        with Image.open(io.BytesIO(png), formats=FORMATS) as probe:
             w, h = probe.size
     except Image.DecompressionBombError:
-        w = h = MAX_PIXELS  # far larger still
+        w = h = None
     except Exception:
         raise Pix2PixError("this is not an image file: choose a PNG, JPEG or other picture") from None
-    if w * h > MAX_PIXELS:
-        raise Pix2PixError(f"the image is {w}x{h}, over the {MAX_PIXELS / 1e6:g} megapixels the demo generates; "
+    if w is None or w * h > MAX_PIXELS:
+        size = f" is {w}x{h}," if w else " is"
+        raise Pix2PixError(f"the image{size} over the {MAX_PIXELS / 1e6:g} megapixels the demo generates; "
                            "make it smaller (pix2pix translate tiles larger ones)")
-    return to_rgb(open_image(io.BytesIO(png)), "the upload")
 
 
 def encode(array: np.ndarray) -> bytes:
@@ -88,13 +94,19 @@ def encode(array: np.ndarray) -> bytes:
 
 
 def starting_samples(tiles: Path, model: dict) -> list[bytes]:
-    """The model's inputs of the first test tiles, as PNGs (a label map to paint over)."""
+    """The model's inputs of the first test tiles of its dataset, as PNGs (a label map to paint over)."""
     try:
-        pairs = load_split(tiles, "test", model["direction"], size=model["image_size"])
+        if read_info(tiles)["dataset"] != model["dataset"]:
+            log.warning("%s holds tiles of another dataset than the model's; no starting samples", tiles)
+            return []
+        names = read_manifest(tiles).query("split == 'test'")["tile"][:SAMPLES]
+        tiles_ = [read_rgb(tiles / name) for name in names]
     except Pix2PixError as err:
         log.warning("no starting samples (%s)", err)
         return []
-    return [encode(p[:3].permute(1, 2, 0).numpy()) for p in pairs[:SAMPLES]]
+    size = model["image_size"]
+    return [encode(t[:, :size] if model["direction"] == "AtoB" else t[:, size:2 * size]) for t in tiles_
+            if t.shape[0] == size]
 
 
 def facts(source: str, model: dict, metrics: Path | None) -> dict:
@@ -130,30 +142,44 @@ def mlflow_run(path: str) -> str | None:
         return None
 
 
-def handler(demo: Demo):
+def handler(demo: Demo, hosts: set[str] | None):
+    """The request handler; `hosts`: the Host headers to answer (None: any, for a non-loopback
+    bind), so that a web page elsewhere cannot drive the demo through the browser's loopback."""
+
     class Handler(BaseHTTPRequestHandler):
+        timeout = TIMEOUT_S
+
         def do_GET(self):
+            if not self.allowed():
+                return
             if self.path in ("/", "/index.html"):
                 return self.send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
             if self.path == "/api/model":
                 return self.json(200, demo.info())
             if self.path.startswith("/api/sample/"):
                 index = self.path.removeprefix("/api/sample/")
-                if index.isdigit() and int(index) < len(demo.samples):
+                if index.isdecimal() and int(index) < len(demo.samples):
                     return self.send(200, demo.samples[int(index)], "image/png")
             return self.json(404, {"error": f"{self.path}: not here"})
 
         def do_POST(self):
+            if not self.allowed():
+                return
             if self.path != "/api/translate":
                 return self.json(404, {"error": f"{self.path}: not here"})
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                return self.json(413, {"error": f"the request is {length / 2**20:.0f} MB, over the "
-                                                f"{MAX_BODY >> 20} MB the demo takes; send a smaller image"})
+            if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
+                return self.json(415, {"error": "send JSON (Content-Type: application/json)"})
+            length = self.headers.get("Content-Length", "")
+            if not length.isdecimal() or int(length) > MAX_BODY:
+                return self.json(413, {"error": f"the request is over the {MAX_BODY >> 20} MB the demo takes (or "
+                                                "says no length); send a smaller image"})
+            if not BUSY.acquire(blocking=False):
+                return self.json(503, {"error": "the demo is busy; try again in a moment"})
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(self.rfile.read(int(length)) or b"{}")
                 png = base64.b64decode(str(body.get("image", "")).split(",")[-1], validate=False)
-                out, ms = demo.translate(png, str(body.get("mode", "paper")), int(body.get("seed", 0)))
+                out, ms = demo.translate(png, str(body.get("mode", "paper")), int(body.get("seed", 0)),
+                                         bool(body.get("painted", False)))
             except Pix2PixError as err:
                 return self.json(400, {"error": str(err)})
             except (ValueError, TypeError) as err:
@@ -161,7 +187,15 @@ def handler(demo: Demo):
             except Exception as err:  # never stops the server: the page shows it
                 log.exception("generation failed")
                 return self.json(500, {"error": f"generation failed ({type(err).__name__}: {err})"})
+            finally:
+                BUSY.release()
             return self.json(200, {"output": "data:image/png;base64," + base64.b64encode(out).decode(), "ms": ms})
+
+        def allowed(self) -> bool:
+            if hosts is None or self.headers.get("Host", "") in hosts:
+                return True
+            self.json(403, {"error": "this demo answers only on its own address"})
+            return False
 
         def send(self, status: int, body: bytes, kind: str):
             self.send_response(status)
@@ -180,5 +214,12 @@ def handler(demo: Demo):
     return Handler
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def serve(demo: Demo, host: str, port: int) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer((host, port), handler(demo))
+    server = ThreadingHTTPServer((host, port), None)
+    bound = server.server_address[1]
+    hosts = {f"{name}:{bound}" for name in (*LOOPBACK, "[::1]")} if host in LOOPBACK else None
+    server.RequestHandlerClass = handler(demo, hosts)
+    return server

@@ -130,7 +130,7 @@ def folder_check(cfg, root: Path) -> Check:
         report = scan(root / cfg.data.path, cfg)
     except Pix2PixError as err:
         return Check("dataset", "FAIL", str(err))
-    summary = f"{cfg.data.path}: " + report.lines()[0].split(": ", 1)[1]  # named as params.yaml names it
+    summary = f"{cfg.data.path}: " + report.lines()[0].removeprefix(f"{report.root}: ")  # named as params.yaml names it
     if report.problem:
         return Check("dataset", "FAIL", f"{report.problem} (pix2pix data check {cfg.data.path} shows all)")
     return Check("dataset", "ok", f"{summary} (headers read; pix2pix data check decodes every file)")

@@ -15,8 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pix2pix.data.device_data import split_pair, to_unit
+from pix2pix.errors import Pix2PixError
 
 MODES = ("paper", "eval")
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise Pix2PixError(f"mode is {mode!r}; allowed: {', '.join(MODES)}")
 
 
 class PerImageStatistics:
@@ -50,6 +56,7 @@ class PerImageStatistics:
 def apply(G: nn.Module, inputs: torch.Tensor, mode: str, batch_size: int = 16, seed: int = 0) -> torch.Tensor:
     """G on float inputs in [-1, 1], `batch_size` at a time, in `mode` (MODES); the outputs do not
     depend on the batch size. No gradients are kept."""
+    check_mode(mode)
     was_training = G.training
     G.eval()
     hooks = PerImageStatistics(G) if mode == "paper" else None

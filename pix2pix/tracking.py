@@ -31,8 +31,8 @@ class EpochLog:
     """A JSON of the last epoch (metrics/train.json, a DVC metric) and a CSV of every epoch
     (metrics/train_epochs.csv, DVC plots).
 
-    The JSON also holds `summary` values (the MLflow run id, the best epoch) that join DVC's record
-    of a run to MLflow's.
+    The JSON also holds `summary` values: the best epoch, the baseline, and what the numbers depend
+    on (device, precision, torch, threads).
     """
 
     def __init__(self, json_path: str | Path, csv_path: str | Path, summary: dict | None = None,

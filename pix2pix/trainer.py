@@ -77,11 +77,12 @@ class TrainingData:
     @classmethod
     def load(cls, cfg: Config, tiles_dir: Path, world: World, device: torch.device) -> TrainingData:
         train = load_split(tiles_dir, "train", cfg.task_direction, size=cfg.tile_size("train"))
-        val = load_split(tiles_dir, "val", cfg.task_direction, device, cfg.image_size) if world.main else None
+        val = load_split(tiles_dir, "val", cfg.task_direction, size=cfg.image_size) if world.main else None
+        digest = pixels_hash(train, val) if world.main else ""  # on the host, before they move
         if world.size == 1:  # resident for the whole run (several processes: train_epoch places each epoch's shard)
             train = place(train, device, cfg.train.device_data_gb)
-        digest = pixels_hash(train, val) if world.main else ""
-        return cls(train, val, digest, generator_file.describe(cfg, read_info(tiles_dir)))
+        return cls(train, val.to(device) if val is not None else None, digest,
+                   generator_file.describe(cfg, read_info(tiles_dir)))
 
 
 def train(cfg: Config, tiles_dir: str | Path, checkpoint_dir: str | Path, model_path: str | Path,

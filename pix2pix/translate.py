@@ -15,6 +15,8 @@ ratio, at one of two scales:
 
 from __future__ import annotations
 
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +28,11 @@ from tqdm import tqdm
 from pix2pix import generator_file
 from pix2pix.data.device_data import to_uint8, to_unit
 from pix2pix.data.framing import MAX_PIXELS, frame
-from pix2pix.data.images import is_image, read_label, read_rgb
+from pix2pix.data.images import as_ids, image_files, is_image, read_label, read_rgb
 from pix2pix.data.palettes import Palette
 from pix2pix.errors import Pix2PixError
 from pix2pix.files import atomic_path
-from pix2pix.generation import apply
+from pix2pix.generation import apply, check_mode
 from pix2pix.tracking import project_tracking_uri
 
 SCALES = ("train", "native")
@@ -40,19 +42,23 @@ MLFLOW_URIS = ("runs:/", "models:/")
 def load_model(source: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """(G, its generator file's description) from models/generator*.pt, a training checkpoint
     (checkpoints/last.pt or best.pt), or MLflow: a run's model (runs:/<id>/model) or a registered
-    one (models:/<name>/<version>, models:/<name>@<alias>)."""
-    G, bundle = generator_file.load(mlflow_file(source) if source.startswith(MLFLOW_URIS) else source, device)
+    one (models:/<name>/<version>, models:/<name>@<alias>), fetched into a folder that goes after."""
+    if source.startswith(MLFLOW_URIS):
+        with tempfile.TemporaryDirectory(prefix="pix2pix-model-") as folder:
+            G, bundle = generator_file.load(mlflow_file(source, Path(folder)), device)
+    else:
+        G, bundle = generator_file.load(source, device)
     return G, {k: v for k, v in bundle.items() if k != "generator"}
 
 
-def mlflow_file(source: str) -> Path:
-    """The generator file inside an MLflow model (or a run's artifact folder), fetched to a local folder."""
+def mlflow_file(source: str, folder: Path) -> Path:
+    """The generator file inside an MLflow model (or a run's artifact folder), fetched into `folder`."""
     import mlflow  # slow to import: only for MLflow sources
 
     uri = project_tracking_uri()  # the project's store, as `pix2pix ui` shows it
     mlflow.set_tracking_uri(uri)
     try:
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(folder)))
     except Exception as err:
         if getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
             raise Pix2PixError(f"{source}: not in the MLflow store {uri} ({str(err).splitlines()[0][:120]}); runs and "
@@ -66,22 +72,31 @@ def mlflow_file(source: str) -> Path:
     return saved[0]
 
 
-def model_input(image: np.ndarray, model: dict, source: str = "input") -> np.ndarray:
+def model_input(image: np.ndarray, model: dict, source: str = "input", colours: bool = False) -> np.ndarray:
     """(H, W) class ids or (H, W, 3) uint8 -> the (H, W, 3) the model takes: a label model colours
-    class ids (a grey map) with its palette; a colour map, or any photo, passes as it is."""
-    ids = image if image.ndim == 2 else None
-    if image.ndim == 3 and model["input"]["label"] and (image[..., :1] == image).all():
-        ids = image[..., 0]
-    if ids is None or not model["input"]["label"]:
-        return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-    if model["input"]["palette"] is None:
-        raise Pix2PixError(f"{source}: class ids, but this model has no palette to colour them; give a colour label map")
-    return Palette.from_dict(model["input"]["palette"]).colour(ids, str(source))
+    class ids (a grey map whose values are all ids of its palette, as images.as_ids reads them, unless
+    `colours` says it holds colours) with its palette; a colour map, or any photo, passes as it is."""
+    palette = model["input"]["palette"] if model["input"]["label"] else None
+    if image.ndim == 3 and palette and not colours:
+        image = as_ids(image, len(palette["colours"]))
+    if image.ndim == 3:
+        return image
+    if palette is None:
+        if model["input"]["label"]:
+            raise Pix2PixError(f"{source}: class ids, but this model has no palette to colour them; give a colour "
+                               "label map")
+        return np.repeat(image[..., None], 3, axis=2)  # a grey photo
+    return Palette.from_dict(palette).colour(image, str(source), fix="give a label map of this model's classes")
 
 
-def read_input(path: Path, model: dict) -> np.ndarray:
-    """An input file as the model takes it (module docstring)."""
-    return model_input(read_label(path) if model["input"]["label"] else read_rgb(path), model, str(path))
+def read_input(path, model: dict, name: str | None = None) -> np.ndarray:
+    """An input file (a path or a file object) as the model takes it (module docstring)."""
+    palette = model["input"]["palette"] if model["input"]["label"] else None
+    if model["input"]["label"]:
+        image = read_label(path, len(palette["colours"]) if palette else None, name)
+    else:
+        image = read_rgb(path, name)
+    return model_input(image, model, name or str(path))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -138,17 +153,23 @@ def generate_image(G: torch.nn.Module, rgb: np.ndarray, size: int, mode: str, ba
     return to_uint8(y)[0].permute(1, 2, 0).cpu().numpy()
 
 
-def input_files(inputs: list[Path]) -> list[Path]:
+def input_files(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(an input image, its output's name under --out): a folder's images by their path inside it
+    (OS litter skipped), a file by its name; two inputs that would share an output are refused."""
     found = []
     for item in inputs:
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if is_image(p))
+            found += [(p, p.relative_to(item).with_suffix(".png")) for p in image_files(item) if is_image(p)]
         elif item.is_file():
-            found.append(item)
+            found.append((item, Path(item.name).with_suffix(".png")))
         else:
             raise Pix2PixError(f"{item}: no such file or folder")
     if not found:
         raise Pix2PixError(f"no images in {', '.join(map(str, inputs))}")
+    clashes = [name for name, count in Counter(out for _, out in found).items() if count > 1]
+    if clashes:
+        raise Pix2PixError(f"several inputs would be written to {clashes[0]} (such as x.png and x.jpg); translate "
+                           "them into different --out folders")
     return found
 
 
@@ -159,19 +180,19 @@ def translate(source: str, inputs: list[Path], out_dir: Path, mode: str = "paper
     that cannot be read does not stop the others: the run ends with one error naming each."""
     if scale not in SCALES:
         raise Pix2PixError(f"--scale is {scale!r}; allowed: {', '.join(SCALES)}")
+    check_mode(mode)
     device = torch.device(device)
     G, model = load_model(source, device)
     files = input_files(inputs)
     written, failed = [], []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(files, desc="translate", unit="img"):
+    for path, name in tqdm(files, desc="translate", unit="img"):
         try:
             rgb = read_input(path, model)
         except Pix2PixError as err:
             failed.append(str(err))
             continue
         result = translate_image(G, rgb, model, mode, batch_size, device, scale, max_pixels, seed)
-        target = out_dir / f"{path.stem}.png"
+        target = out_dir / name
         with atomic_path(target) as tmp:  # an interrupted run leaves whole images only
             Image.fromarray(result).save(tmp, format="PNG")
         written.append(target)

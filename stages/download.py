@@ -1,4 +1,5 @@
-"""DVC stage `download`: params -> data/raw/<dataset>/ (verified, extracted).
+"""DVC stage `download`: params -> data/raw/ (a built-in dataset, verified and extracted; for your own
+folder, dataset: folder, only its SOURCE.json).
 
 Usage (dvc.yaml): python -m stages.download PARAMS OUT_DIR
 """

@@ -1,4 +1,5 @@
-"""DVC stage `prepare`: data/raw/<dataset>/ -> data/tiles/{train,val,test}/*.png + manifest.csv.
+"""DVC stage `prepare`: data.path (data/raw, or your own folder) -> data/tiles/{train,val,test}/*.png,
+manifest.csv and info.json.
 
 Usage (dvc.yaml): python -m stages.prepare PARAMS RAW_DIR TILES_DIR
 """

@@ -91,11 +91,13 @@ def decoded(url: str) -> np.ndarray:
 
 def test_bad_input_gets_a_message_and_the_server_goes_on(demo):
     cases = [
-        ({"image": png_url(np.zeros((64, 64, 3), np.uint8))}, 400, "the canvas is empty: paint a label map"),
+        ({"image": png_url(np.zeros((64, 64, 3), np.uint8)), "painted": True}, 400, "the canvas is empty: paint a label map"),
         ({"image": "data:image/png;base64," + base64.b64encode(b"not a picture").decode()}, 400, "this is not an image file"),
         ({"image": png_url(np.zeros((2100, 2000, 3), np.uint8))}, 400, "the image is 2000x2100, over the 4 megapixels"),
         ({"image": ""}, 400, "no image was sent"),
-        ({"image": png_url(np.zeros((8, 8, 3), np.uint8)), "mode": "dream"}, 400, "mode is 'dream'; allowed: paper, eval"),
+        ({"image": png_url(np.full((8, 8, 3), 1, np.uint8)), "mode": "dream"}, 400, "mode is 'dream'; allowed: paper, eval"),
+        ({"image": "data:image/png;base64," + base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n").decode()}, 400,
+         "this is not an image file"),  # formats that run programs to decode are not read
     ]
     for body, status, message in cases:
         got, answer = post(demo, body)
@@ -105,11 +107,18 @@ def test_bad_input_gets_a_message_and_the_server_goes_on(demo):
     host, port = demo.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     connection.putrequest("POST", "/api/translate")
+    connection.putheader("Content-Type", "application/json")
     connection.putheader("Content-Length", str(33 * 2**20))
     connection.endheaders()  # no body sent: the answer comes from the length alone, before any is read
     answer = connection.getresponse()
     assert answer.status == 413 and "over the 32 MB" in json.load(answer)["error"]
     connection.close()
+    for headers, status in (({"Content-Type": "text/plain"}, 415), ({"Host": "evil.example"}, 403)):
+        request = urllib.request.Request(demo + "/api/translate", data=b"{}", headers={
+            "Content-Type": "application/json", **headers})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # a page elsewhere cannot drive it
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == status
     ids = np.zeros((64, 64, 3), np.uint8)
     ids[20:40, 10:50] = 1  # class ids as a grey image: a body
     assert post(demo, {"image": png_url(ids)})[0] == 200  # still serving

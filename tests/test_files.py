@@ -60,6 +60,7 @@ IN_PLACE = {
     ("pix2pix/bench/scaling.py", "scaling_rows"): "a temporary folder of the benchmark's worker specs",
     ("pix2pix/tracking.py", "store_lock"): "an empty lock file, opened to append nothing",
     ("pix2pix/data/synthetic.py", "write_pairs"): "into the temporary folder its callers' atomic_dir made",
+    ("pix2pix/demo.py", "encode"): "a PNG in memory, for an HTTP answer",
 }
 WRITES = {"save", "savefig", "to_csv", "savez", "write_text", "write_bytes"}
 

@@ -113,17 +113,19 @@ def test_class_id_label_maps_are_coloured_by_the_palette_and_colour_maps_pass_un
     ids = np.zeros((48, 64), np.uint8)
     ids[:, 20:40], ids[:, 40:] = 1, 2
     photo = np.full((48, 64, 3), 90, np.uint8)
-    save(own / "labels" / "ids.png", ids)
-    save(own / "images" / "ids.jpg", photo)
+    save(own / "labels" / "train" / "ids.png", ids)
+    save(own / "images" / "train" / "ids.jpg", photo)
     colour_map = np.zeros((48, 64, 3), np.uint8)
     colour_map[:, 32:] = (10, 200, 30)  # already in colour: kept as it is
-    save(own / "labels" / "colour.png", colour_map)
-    save(own / "images" / "colour.jpg", photo)
+    save(own / "labels" / "val" / "colour.png", colour_map)
+    save(own / "images" / "val" / "colour.jpg", photo)
+    save(own / "labels" / "test" / "more.png", ids)
+    save(own / "images" / "test" / "more.jpg", photo)
     spec = palette
     if palette == "file":
         spec = "palette.json"  # a file in the folder: DVC tracks it with the pairs
         (own / spec).write_text(json.dumps({"sky": [0, 0, 250], "road": [128, 128, 128], "car": [250, 0, 0]}))
-    manifest, cfg = prepare(own, tmp_path, **{"data.palette": spec, "data.val_fraction": 0.0})
+    manifest, cfg = prepare(own, tmp_path, **{"data.palette": spec})
     expected = {"cars": PALETTES["cars"].colours[:3], "ade20k": voc_colours(3),
                 "file": np.array([[0, 0, 250], [128, 128, 128], [250, 0, 0]])}[palette]
     tiles = {Path(row.source_a).stem: np.asarray(Image.open(tmp_path / "data" / "tiles" / row.tile))
@@ -133,6 +135,22 @@ def test_class_id_label_maps_are_coloured_by_the_palette_and_colour_maps_pass_un
         want = fit(Image.fromarray(source.astype(np.uint8)), side, "crop", Image.NEAREST)
         assert np.array_equal(tiles[name][:, :side], np.asarray(want)), name
     assert read_info(tmp_path / "data" / "tiles")["palette"]["colours"][:3] == expected.tolist()
+    if palette == "file":  # one outside the folder would change without DVC seeing it; a repeated name shifts ids
+        for spec, message in (("../palette.json", "a palette file must be inside data.path"),
+                              ("twice.json", "class 'sky' is named twice")):
+            (own / "twice.json").write_text('{"sky": [0, 0, 250], "sky": [1, 1, 1]}')
+            with pytest.raises(Pix2PixError, match=message):
+                prepare(own, tmp_path / "again", **{"data.palette": spec})
+
+
+def test_a_folder_of_colour_label_maps_passes_no_palette_to_the_model(tmp_path):
+    own = tmp_path / "own"
+    for i, (label, photo) in enumerate(pairs(4)):  # colour maps (facade labels, or coloured car masks)
+        split = ("train", "train", "val", "test")[i]
+        save(own / "labels" / split / f"{i}.png", label)
+        save(own / "images" / split / f"{i}.png", photo)
+    prepare(own, tmp_path)
+    assert read_info(tmp_path / "data" / "tiles")["palette"] is None  # cars' colours did not colour anything
 
 
 def test_files_as_people_have_them_are_read_as_a_viewer_shows_them(tmp_path):
@@ -154,7 +172,19 @@ def test_files_as_people_have_them_are_read_as_a_viewer_shows_them(tmp_path):
         Image.fromarray(wide).save(tmp_path / name)
         assert Image.open(tmp_path / name).mode.startswith("I;16")
         assert read_rgb(tmp_path / name)[0, :, 0].tolist() == [0, 1, 128, 255]  # 32896 is mid-grey, not white
-        assert read_label(tmp_path / name).tolist() == [[0, 1, 128, 255]]
+        Image.fromarray(np.array([[0, 1, 2, 4]], dtype=np.uint16)).save(tmp_path / f"ids-{name}")
+        assert read_label(tmp_path / f"ids-{name}").tolist() == [[0, 1, 2, 4]]  # class ids are not grey levels
+        with pytest.raises(Pix2PixError, match=f"{name}: class ids up to 65535; at most 255"):
+            read_label(tmp_path / name)
+    bits = Image.new("1", (4, 1))
+    bits.putpixel((2, 0), 1)
+    bits.save(tmp_path / "bits.png")
+    assert read_label(tmp_path / "bits.png").tolist() == [[0, 0, 1, 0]]  # a 1-bit mask: ids 0 and 1
+    grey = np.zeros((2, 2, 3), np.uint8)
+    grey[0, 0] = 255  # black and white in RGB: the colours of background and windows, not ids
+    assert read_label(save(tmp_path / "bw.png", grey), classes=5).shape == (2, 2, 3)
+    grey[0, 0] = 3  # R = G = B below the palette's size: the car-segmentation masks' class ids
+    assert read_label(save(tmp_path / "ids.png", grey), classes=5).tolist() == [[3, 0], [0, 0]]
     landscape = np.zeros((20, 40, 3), np.uint8)
     landscape[:, :10] = 255  # a white band on the left as stored
     exif = Image.Exif()
@@ -197,6 +227,14 @@ def bad_input(own, case):
     if case == "unreadable":
         (own / "A/test/3.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
         return r"3.png: unreadable image"
+    if case == "doubles":
+        save(own / "A/train/0.jpg", data[0][0])  # beside A/train/0.png: which is the input?
+        return r"1 images share a name with another on their side \(A/train/0.png\): keep one of each"
+    if case == "no val":  # two train pairs are too few to carve a val split from
+        for side in ("A", "B"):
+            for path in (own / side / "val").iterdir():
+                path.unlink()
+        return r"no val pairs: give it a folder or more pairs, or raise data.val_fraction; mend these and run again"
     if case == "no pairs":
         for path in sorted(own.rglob("*.*")):
             path.unlink()
@@ -212,7 +250,8 @@ def bad_input(own, case):
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["no partner", "aspect", "unreadable", "no pairs", "wrong level", "class id"])
+@pytest.mark.parametrize("case", ["no partner", "aspect", "unreadable", "no pairs", "wrong level", "class id",
+                                  "doubles", "no val"])
 def test_bad_input_is_one_line_naming_the_files_and_leaves_nothing_in_data(tmp_path, case):
     own = tmp_path / "own"
     message = bad_input(own, case)

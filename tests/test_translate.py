@@ -215,6 +215,7 @@ def test_one_bad_input_among_many_is_named_and_the_others_are_translated(model_f
     for name in ("a", "c"):
         Image.fromarray(np.zeros((40, 60), np.uint8)).save(tmp_path / "in" / f"{name}.png")
     (tmp_path / "in" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    (tmp_path / "in" / "._a.png").write_bytes(b"macOS resource fork")  # OS litter: skipped, not an input
     result = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "in"),
                                       "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert result.exit_code == 1
@@ -225,6 +226,12 @@ def test_one_bad_input_among_many_is_named_and_the_others_are_translated(model_f
     scale = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "in"),
                                      "--scale", "huge"])
     assert scale.exit_code == 1 and scale.output.strip() == "error: --scale is 'huge'; allowed: train, native"
+    mode = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "in"),
+                                    "--mode", "dream"])
+    assert mode.exit_code == 1 and mode.output.strip() == "error: mode is 'dream'; allowed: paper, eval"
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(tmp_path / "in" / "c.jpg")  # c.png's output too
+    clash = CliRunner().invoke(app, ["translate", str(model_files / "generator.pt"), str(tmp_path / "in")])
+    assert clash.exit_code == 1 and "several inputs would be written to c.png" in clash.output
 
 
 def test_doctor_reports_and_fails_on_a_blocker(tmp_path, monkeypatch):

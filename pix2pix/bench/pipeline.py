@@ -15,12 +15,19 @@ from pix2pix.data.device_data import batches, split_pair
 from pix2pix.data.download import fetch
 from pix2pix.data.tiles import build_tiles
 from pix2pix.distributed import World
+from pix2pix.errors import Pix2PixError
 from pix2pix.trainer import Pix2Pix
 
 
 def endless(make_iter):
+    """The items of make_iter(), again and again; an empty one is an error, not an endless loop."""
     while True:
-        yield from make_iter()
+        empty = True
+        for item in make_iter():
+            empty = False
+            yield item
+        if empty:
+            raise Pix2PixError("bench: the tiles hold fewer train pairs than one batch; use smaller --batch-sizes")
 
 
 def sync(device: torch.device) -> None:

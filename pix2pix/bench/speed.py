@@ -26,6 +26,7 @@ from pix2pix.config import Config
 from pix2pix.data.device_data import load_split
 from pix2pix.data.tiles import read_manifest
 from pix2pix.distributed import configure, device_name
+from pix2pix.errors import Pix2PixError
 from pix2pix.losses import GANLoss
 from pix2pix.models import build_discriminator, build_generator
 from pix2pix.trainer import Pix2Pix
@@ -179,6 +180,8 @@ def speed_rows(cfg: Config, tiles_dir: Path, device: torch.device, batch_sizes: 
     configure(device)
     rows = [reference_row(cfg, tiles_dir, device, workers, steps, warmup)]
     data = load_split(tiles_dir, "train", cfg.task_direction, device, cfg.tile_size("train"))
+    if min(batch_sizes) > len(data):
+        raise Pix2PixError(f"bench: {len(data)} train pairs, fewer than the smallest batch; use smaller --batch-sizes")
     for bs in batch_sizes:
         if bs > len(data):
             break

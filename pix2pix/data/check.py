@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pix2pix.data.device_data import to_unit
-from pix2pix.data.images import image_size
+from pix2pix.data.images import image_header, image_size
 from pix2pix.data.pairs import Found
 from pix2pix.data.tiles import SHOWN, Recipe, assign_splits, check_aspect, make_tile, problems, read_source, tiles_of
 from pix2pix.errors import Pix2PixError
@@ -57,11 +56,9 @@ def _formats(paths: list[Path]) -> Counter:
     out = Counter()
     for path in paths:
         try:
-            with Image.open(path) as img:
-                mode = img.mode
-            w, h = image_size(path)
+            w, h, mode = image_header(path)
             out[f"{w}x{h} {mode}"] += 1
-        except (Pix2PixError, OSError, ValueError, SyntaxError):
+        except Pix2PixError:
             out["unreadable"] += 1
     return out
 
@@ -79,15 +76,15 @@ def check(root: str | Path, cfg, preview: Path | None = None, samples: int = 4) 
     found, recipe = read_source(root, cfg)
     report, pairs = _report(root, found, recipe, cfg)
     good, failures = [], []
-    for pair, tile in tiles_of(pairs, recipe, cfg, desc="check"):
+    for pair, tile, _ in tiles_of(pairs, recipe, cfg, desc="check"):
         if isinstance(tile, str):
             failures.append(tile)
         elif len(good) < samples:
             good.append(pair)
-    report.problem = problems(root, found, failures, len(pairs))
+    report.problem = problems(root, found, failures, pairs)
     if preview and good:
         size = cfg.image_size  # every split at the size the model sees (train tiles are cropped to it)
-        tiles = to_unit(torch.from_numpy(np.stack([make_tile(p, size, recipe) for p in good])).permute(0, 3, 1, 2))
+        tiles = to_unit(torch.from_numpy(np.stack([make_tile(p, size, recipe)[0] for p in good])).permute(0, 3, 1, 2))
         roles = ("input", "target") if cfg.task_direction == "AtoB" else ("target", "input")
         save(comparison((tiles[..., :size], tiles[..., size:]), samples, f"as the model sees them ({cfg.data.fit})",
                         columns=[f"A: {roles[0]}", f"B: {roles[1]}"]), preview)
@@ -107,5 +104,5 @@ def scan(root: str | Path, cfg) -> Report:
                 check_aspect(pair, *sizes)
         except Pix2PixError as err:
             failures.append(str(err))
-    report.problem = problems(root, found, failures, len(pairs))
+    report.problem = problems(root, found, failures, pairs)
     return report

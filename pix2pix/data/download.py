@@ -1,4 +1,4 @@
-"""Fetch a dataset into data/raw/<dataset>/: mirror first, then the URL; verify; extract safely.
+"""Fetch a dataset into data/raw/: mirror first, then the URL; verify; extract safely.
 
 - Mirror (param `data.mirror`, then env `PIX2PIX_MIRROR`; a folder): holds the source's archive
   file(s) or its extracted folder. Cityscapes, which may not be redistributed, comes this way only.

@@ -24,7 +24,6 @@ from pathlib import Path
 from pix2pix.data.images import image_files, is_image
 from pix2pix.errors import Pix2PixError
 
-LAYOUTS = ("ab", "paired", "labels")
 IMAGE_DIRS = {"images", "image", "imgs", "img", "photos"}
 LABEL_DIRS = {"masks", "mask", "labels", "label", "annotations"}
 SIDES = {"a": "A", "input": "A", "inputs": "A", "b": "B", "target": "B", "targets": "B"}
@@ -49,6 +48,7 @@ class Found:
     pairs: list[Pair]
     unpaired: list[Path] = field(default_factory=list)  # images without a partner
     ignored: list[Path] = field(default_factory=list)  # files that are not images
+    doubles: list[Path] = field(default_factory=list)  # images whose key another image on their side has
 
 
 def split_of(parts: tuple[str, ...]) -> str:
@@ -106,20 +106,34 @@ def find_ab(root: Path, files: list[Path]) -> Found:
     return Found("ab", [Pair(split_of(p.relative_to(root).parts[:-1]), p, p) for p in images], ignored=ignored)
 
 
-def _match(root: Path, sides: dict[str, dict[tuple, Path]], layout: str, ignored: list[Path],
-           outside: list[Path] = ()) -> Found:
+class Side(dict):
+    """A side's images by key; a second image with a key already taken (x.png beside x.jpg) is kept
+    aside, never silently dropped."""
+
+    def __init__(self):
+        super().__init__()
+        self.doubles: list[Path] = []
+
+    def add(self, key: tuple, path: Path) -> None:
+        if key in self:
+            self.doubles.append(path)
+        else:
+            self[key] = path
+
+
+def _match(root: Path, sides: dict[str, Side], layout: str, ignored: list[Path], outside: list[Path] = ()) -> Found:
     """Pairs of the files that share a key on both sides; the others unpaired."""
     a, b = sides["A"], sides["B"]
     pairs = sorted((Pair(split_of(b[k].relative_to(root).parts[:-1]), a[k], b[k]) for k in a.keys() & b.keys()),
                    key=lambda p: p.b)  # the order of the B files: tile names and carved splits follow it
     unpaired = sorted([a[k] for k in a.keys() - b.keys()] + [b[k] for k in b.keys() - a.keys()] + list(outside))
-    return Found(layout, pairs, unpaired, ignored)
+    return Found(layout, pairs, unpaired, ignored, sorted(a.doubles + b.doubles))
 
 
 def find_paired(root: Path, files: list[Path]) -> Found:
     """A and B files keyed by their path with the side folder taken out, and their stem."""
     images, ignored = _split_files(files)
-    sides: dict[str, dict[tuple, Path]] = {"A": {}, "B": {}}
+    sides = {"A": Side(), "B": Side()}
     outside = []
     for path in images:
         parts = path.relative_to(root).parts
@@ -128,8 +142,8 @@ def find_paired(root: Path, files: list[Path]) -> Found:
             outside.append(path)
             continue
         split = SPLIT_SIDE.fullmatch(parts[at])
-        key = (*parts[:at], split.group(1).lower() if split else "", *parts[at + 1:-1], path.stem)
-        sides[side_of(parts[at])][key] = path
+        sides[side_of(parts[at])].add((*parts[:at], split.group(1).lower() if split else "", *parts[at + 1:-1],
+                                       path.stem), path)
     return _match(root, sides, "paired", ignored, outside)
 
 
@@ -138,7 +152,7 @@ def find_labels(root: Path, files: list[Path]) -> Found:
     path below those folders and the stem: images/X.jpg ~ masks/X.png and images/training/X.jpg ~
     annotations/training/X.png (ADE20K)."""
     images, ignored = _split_files(files)
-    sides: dict[str, dict[tuple, Path]] = {"A": {}, "B": {}}
+    sides = {"A": Side(), "B": Side()}
     outside = []
     for path in images:
         parts = path.relative_to(root).parts
@@ -148,7 +162,7 @@ def find_labels(root: Path, files: list[Path]) -> Found:
             outside.append(path)
             continue
         side = "B" if parts[at].lower() in IMAGE_DIRS else "A"
-        sides[side][(*parts[:at], *parts[at + 1:-1], path.stem)] = path
+        sides[side].add((*parts[:at], *parts[at + 1:-1], path.stem), path)
     return _match(root, sides, "labels", ignored, outside)
 
 

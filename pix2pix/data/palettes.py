@@ -24,7 +24,8 @@ class Palette:
     names: tuple[str, ...]
     colours: np.ndarray  # (classes, 3) uint8
 
-    def colour(self, ids: np.ndarray, source: str = "label map") -> np.ndarray:
+    def colour(self, ids: np.ndarray, source: str = "label map",
+               fix: str = "give data.palette a palette that covers it") -> np.ndarray:
         """(H, W) class ids -> (H, W, 3) uint8 colours. Ids beyond the palette raise, naming `source`."""
         if ids.ndim != 2:
             raise Pix2PixError(f"{source}: expected a single-channel class-id map, got shape {ids.shape}")
@@ -32,7 +33,7 @@ class Palette:
         bad = found[found >= len(self.colours)]
         if bad.size:
             raise Pix2PixError(f"{source}: class id {int(bad[0])} is not in the palette, which covers "
-                               f"0..{len(self.colours) - 1}; give data.palette a palette that covers it")
+                               f"0..{len(self.colours) - 1}; {fix}")
         return self.colours[ids]
 
     def to_dict(self) -> dict:
@@ -64,21 +65,34 @@ PALETTES = {
 
 
 def load_palette(spec: str, root: str | Path = ".") -> Palette:
-    """A palette by name (PALETTES) or from a JSON file, {"name": [R, G, B], ...} in class-id order."""
+    """A palette by name (PALETTES) or from a JSON file inside `root` (data.path, so that DVC sees it
+    change), {"name": [R, G, B], ...} in class-id order."""
     if spec in PALETTES:
         return PALETTES[spec]
-    path = Path(root) / spec
+    root = Path(root).resolve()
+    path = (root / spec).resolve()
+    if root not in path.parents:
+        raise Pix2PixError(f"data.palette is {spec!r}: a palette file must be inside data.path ({root}), where DVC "
+                           "tracks it with your pairs")
     try:
-        entries = json.loads(path.read_text())
+        entries = json.loads(path.read_text(), object_pairs_hook=_no_repeats)
         if not isinstance(entries, dict) or not entries:
             raise ValueError("expected a JSON object of class name -> [R, G, B]")
-        colours = np.array(list(entries.values()))
-        if colours.ndim != 2 or colours.shape[1] != 3 or colours.min() < 0 or colours.max() > 255:
-            raise ValueError("every colour must be [R, G, B] with values 0-255")
+        if not all(isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+                   for c in entries.values()):
+            raise ValueError("every colour must be [R, G, B], whole numbers 0-255")
     except FileNotFoundError:
-        raise Pix2PixError(f"data.palette is {spec!r}: neither {', '.join(PALETTES)} nor a file; "
+        raise Pix2PixError(f"data.palette is {spec!r}: neither {', '.join(PALETTES)} nor a file in data.path; "
                            "name a palette or a JSON file {\"name\": [R, G, B], ...}") from None
     except (ValueError, TypeError, OSError) as err:
         raise Pix2PixError(f"{path}: not a palette ({err}); write {{\"background\": [0, 0, 0], ...}} "
                            "with one entry per class id") from None
-    return Palette(tuple(entries), colours.astype(np.uint8))
+    return Palette(tuple(entries), np.array(list(entries.values()), dtype=np.uint8))
+
+
+def _no_repeats(pairs: list) -> dict:
+    names = [name for name, _ in pairs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # a repeated name would shift every class id after it
+        raise ValueError(f"class {repeated[0]!r} is named twice")
+    return dict(pairs)

@@ -11,7 +11,7 @@ PIX2PIX_NOTE = "packaged by the pix2pix authors (Isola et al. 2017); cite them a
 @dataclass(frozen=True)
 class Source:
     name: str
-    layout: str  # how prepare finds and tiles its pairs (tiles.LAYOUTS): labels, ab, cityscapes, ade20k, folder
+    layout: str  # how prepare finds and tiles its pairs (tiles.FINDERS): labels, ab, cityscapes, ade20k, folder
     direction: str  # the usual task: AtoB means tile left half (A) -> right half (B)
     task: str
     urls: tuple[str, ...] = ()

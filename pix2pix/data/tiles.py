@@ -46,9 +46,10 @@ class Recipe:
     palette: Palette | None  # colours of class-id label maps
     fit: str  # data.fit
 
-    def info(self) -> dict:
-        """What inference needs to feed a model the way its tiles were made (generator_file.py)."""
-        return {"label_half": self.label_half, "palette": self.palette.to_dict() if self.palette else None,
+    def info(self, coloured_ids: bool) -> dict:
+        """What inference needs to feed a model the way its tiles were made (generator_file.py); the
+        palette only if it coloured class ids (a folder of colour maps has none to pass on)."""
+        return {"label_half": self.label_half, "palette": self.palette.to_dict() if self.palette and coloured_ids else None,
                 "fit": self.fit}
 
 
@@ -93,19 +94,21 @@ def downloaded_dataset(raw_dir: Path) -> str | None:
         return None
 
 
-def _half(path: Path, is_label: bool, palette: Palette | None) -> np.ndarray:
+def _half(path: Path, is_label: bool, palette: Palette | None) -> tuple[np.ndarray, bool]:
+    """A tile half's pixels, and whether they were class ids the palette coloured."""
     if not is_label:
-        return read_rgb(path)
-    label = read_label(path)
+        return read_rgb(path), False
+    label = read_label(path, len(palette.colours) if palette else None)
     if label.ndim == 3:  # already in colour
-        return label
+        return label, False
     if palette is None:
         raise Pix2PixError(f"{path}: a label map in class ids, but this layout has no palette for them")
-    return palette.colour(label, str(path))
+    return palette.colour(label, str(path)), True
 
 
-def make_tile(pair: Pair, size: int, recipe: Recipe) -> np.ndarray:
-    """The (size, 2 * size, 3) uint8 A|B tile of one pair."""
+def make_tile(pair: Pair, size: int, recipe: Recipe) -> tuple[np.ndarray, bool]:
+    """The (size, 2 * size, 3) uint8 A|B tile of one pair, and whether it coloured class ids."""
+    ids = False
     if pair.a == pair.b:  # one side-by-side A|B image
         image = read_rgb(pair.a)
         half = image.shape[1] // 2
@@ -113,11 +116,13 @@ def make_tile(pair: Pair, size: int, recipe: Recipe) -> np.ndarray:
             raise Pix2PixError(f"{pair.a}: too narrow to hold A|B halves")
         a, b = image[:, :half], image[:, half:2 * half]
     else:
-        a, b = (_half(p, recipe.label_half == side, recipe.palette) for p, side in ((pair.a, "A"), (pair.b, "B")))
+        (a, ids_a), (b, ids_b) = (_half(p, recipe.label_half == side, recipe.palette)
+                                  for p, side in ((pair.a, "A"), (pair.b, "B")))
         check_aspect(pair, a.shape[1::-1], b.shape[1::-1])
+        ids = ids_a or ids_b
     halves = [fit(Image.fromarray(x), size, recipe.fit, Image.NEAREST if recipe.label_half == side else Image.BICUBIC)
               for x, side in ((a, "A"), (b, "B"))]
-    return np.concatenate([np.asarray(h) for h in halves], axis=1)
+    return np.concatenate([np.asarray(h) for h in halves], axis=1), ids
 
 
 def check_aspect(pair: Pair, a_size: tuple[int, int], b_size: tuple[int, int]) -> None:
@@ -147,26 +152,34 @@ def assign_splits(pairs: list[Pair], val_fraction: float, seed: int) -> list[Pai
     return pairs
 
 
-def problems(root: Path, found: Found, failures: list[str], pairs: int) -> str | None:
-    """One line for everything wrong with a folder's pairs, or None."""
+def problems(root: Path, found: Found, failures: list[str], pairs: list[Pair]) -> str | None:
+    """One line for everything wrong with a folder's pairs (assigned to their splits), or None."""
     parts = []
+    if found.doubles:
+        names = ", ".join(str(p.relative_to(root)) for p in found.doubles[:SHOWN])
+        parts.append(f"{len(found.doubles)} images share a name with another on their side ({names}"
+                     f"{', ...' if len(found.doubles) > SHOWN else ''}): keep one of each")
+    missing = [s for s in SPLITS if not any(p.split == s for p in pairs)]
+    if missing:
+        parts.append(f"no {' or '.join(missing)} pairs: give {'them folders' if len(missing) > 1 else 'it a folder'} "
+                     "or more pairs, or raise data.val_fraction")
     if found.unpaired:
         names = ", ".join(str(p.relative_to(root)) for p in found.unpaired[:SHOWN])
         count = f"{len(found.unpaired)} image has" if len(found.unpaired) == 1 else f"{len(found.unpaired)} images have"
         parts.append(f"{count} no partner ({names}{', ...' if len(found.unpaired) > SHOWN else ''})")
     if failures:
-        parts.append(f"{len(failures)} of {pairs} pairs cannot be used: " + "; ".join(failures[:SHOWN])
+        parts.append(f"{len(failures)} of {len(pairs)} pairs cannot be used: " + "; ".join(failures[:SHOWN])
                      + ("; ..." if len(failures) > SHOWN else ""))
-    return f"{root}: " + "; ".join(parts) + "; fix or remove them and run again" if parts else None
+    return f"{root}: " + "; ".join(parts) + "; mend these and run again" if parts else None
 
 
 def tiles_of(pairs: list[Pair], recipe: Recipe, cfg, desc: str = "tiles"):
-    """(pair, tile) for each pair, or (pair, the reason it cannot be tiled)."""
+    """(pair, tile, whether it coloured ids) for each pair, or (pair, the reason it cannot be tiled, False)."""
     for pair in tqdm(pairs, desc=desc, unit="pair"):
         try:
-            yield pair, make_tile(pair, cfg.tile_size(pair.split), recipe)
+            yield pair, *make_tile(pair, cfg.tile_size(pair.split), recipe)
         except Pix2PixError as err:
-            yield pair, str(err)
+            yield pair, str(err), False
 
 
 def build_tiles(raw_dir: str | Path, out_dir: str | Path, cfg) -> pd.DataFrame:
@@ -177,22 +190,23 @@ def build_tiles(raw_dir: str | Path, out_dir: str | Path, cfg) -> pd.DataFrame:
         log.warning("%s: skipping %d files that are not images (%s)", raw_dir, len(found.ignored),
                     ", ".join(str(p.relative_to(raw_dir)) for p in found.ignored[:SHOWN]))
     pairs = assign_splits(found.pairs, cfg.data.val_fraction, cfg.seed)
-    rows, failures = [], []
+    rows, failures, coloured_ids = [], [], False
     with atomic_dir(out_dir) as tmp:
-        for index, (pair, tile) in enumerate(tiles_of(pairs, recipe, cfg)):
+        for index, (pair, tile, ids) in enumerate(tiles_of(pairs, recipe, cfg)):
             if isinstance(tile, str):
                 failures.append(tile)
                 continue
+            coloured_ids |= ids
             name = f"{pair.split}/{index:05d}.png"
             (tmp / pair.split).mkdir(exist_ok=True)
             Image.fromarray(tile).save(tmp / name)
             rows.append({"tile": name, "split": pair.split,
                          "source_a": str(pair.a.relative_to(raw_dir)), "source_b": str(pair.b.relative_to(raw_dir))})
-        if message := problems(raw_dir, found, failures, len(pairs)):
+        if message := problems(raw_dir, found, failures, pairs):
             raise Pix2PixError(message)
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / "manifest.csv", index=False)
-        write_json(tmp / "info.json", {"dataset": cfg.dataset, "layout": found.layout, **recipe.info(),
+        write_json(tmp / "info.json", {"dataset": cfg.dataset, "layout": found.layout, **recipe.info(coloured_ids),
                                        "pairs": dict(sorted(Counter(manifest["split"]).items()))})
     return manifest
 
