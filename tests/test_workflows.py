@@ -20,6 +20,20 @@ def readme_block(heading: str) -> str:
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="the project is not a git checkout: nothing to clone")
+def test_a_clone_of_this_repository_finds_the_committed_pipeline_current(tmp_path):
+    """The committed dvc.lock and metrics/ come from a run of the committed code and params: a clone
+    asks only for outputs missing from its (empty) cache, never for a stage whose code, params or
+    inputs changed since."""
+    clone = tmp_path / "clone"
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    run(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path, env)
+    status = yaml.safe_load(run(["dvc", "status", "--json"], clone, env))
+    stale = {stage: entry for stage, entries in status.items() for entry in entries
+             if set(entry) != {"changed outs"} or set(entry["changed outs"].values()) - {"not in cache", "deleted"}}
+    assert stale == {}, "dvc.lock is not the committed code's: re-record it with `dvc repro`"
+
+
 def test_the_readme_quick_try_runs_as_written_and_leaves_the_workspace_as_it_was(tmp_path):
     env = init_repo(tmp_path, {})  # the committed params.yaml, as a new user has it
     before = yaml.safe_load(run(["dvc", "status", "--json"], tmp_path, env))
