@@ -63,7 +63,9 @@ def start_demo(model_file, tiles, cwd):
 
 @pytest.fixture(scope="module")
 def demo(model, tmp_path_factory):
-    proc, url = start_demo(*model, tmp_path_factory.mktemp("cwd"))
+    # the README's screenshot names the model as a user in the repository would
+    cwd = ROOT if os.environ.get("PIX2PIX_DEMO_MODEL") else tmp_path_factory.mktemp("cwd")
+    proc, url = start_demo(*model, cwd)
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 0  # stopped as asked
