@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 # pytest-xdist runs the suite in one process per core (pyproject's addopts: -n auto). Each then
 # computes on one thread, it and the stages it starts: two processes of two threads each on 2 cores
 # spin against each other and are slower than one test at a time. Set before torch is imported.
-# A session's fixtures (the shared `reproduced` pipeline) are made in each process whose tests use
-# them: xdist's loadgroup, which would keep such tests on one, cannot rename pytest 9's test ids.
+# `--dist loadscope` keeps each module's tests in one process, so a module's fixtures (the FID
+# network's features, the MLflow UI's two runs) are made once; a session's fixtures (the shared
+# `reproduced` pipeline) are made in each process whose tests use them.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if WORKER:
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -24,6 +27,18 @@ os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///" + str(
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_run_left():
+    """A test that trains in this process must not leave its MLflow run active: the next training
+    in the process would fail to start its own."""
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None and mlflow.active_run() is not None:
+        left = mlflow.active_run().info.run_id
+        mlflow.end_run()
+        pytest.fail(f"the test left MLflow run {left} active")
 
 
 def tiny_overrides(fid: bool = False, **extra) -> dict:
@@ -95,3 +110,26 @@ def run_files(folder: Path):
 
     options = stage_args("train")[5:]  # --metrics metrics/train.json --epochs ...
     return RunFiles(**{name.removeprefix("--"): folder / path for name, path in zip(options[::2], options[1::2])})
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+ARTIFACTS = Path(os.environ.get("PIX2PIX_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium and chromium-driver are not "
+                                                                           "installed (.ci/run installs both)")
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium driven by selenium: tests wait for what a page shows, never for a time."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--window-size=1100,800"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()

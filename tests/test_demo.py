@@ -5,7 +5,6 @@ import base64
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import ROOT, tiny_overrides
+from conftest import ARTIFACTS, ROOT, needs_browser, tiny_overrides
 from pix2pix import generator_file
 from pix2pix.cli import app
 from pix2pix.config import load_config
@@ -28,12 +27,6 @@ from pix2pix.data.tiles import build_tiles, read_info
 from pix2pix.models import build_generator
 
 pytestmark = pytest.mark.slow  # a server process and a browser
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-ARTIFACTS = Path(os.environ.get("PIX2PIX_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium and chromium-driver are not "
-                                                                           "installed (.ci/run installs both)")
 
 
 @pytest.fixture(scope="module")
@@ -139,21 +132,6 @@ def test_a_model_that_is_missing_or_would_run_code_stops_the_start_in_one_line(t
         assert result.exit_code == 1 and result.output.strip().splitlines()[-1].startswith(
             f"error: {tmp_path / name}: {message}")
     assert not (tmp_path / "pwned").exists()
-
-
-@pytest.fixture
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1100,800"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def output_after(driver, previous: str | None) -> tuple[str, str]:

@@ -5,7 +5,6 @@ import html
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,14 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ARTIFACTS, needs_browser
 
 pytestmark = pytest.mark.slow  # every test here drives whole pipelines or processes
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(os.environ.get("PIX2PIX_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-BROWSER = [CHROMIUM, "--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu",
-           "--window-size=1600,1200", "--virtual-time-budget=20000"]
 
 
 def free_port() -> int:
@@ -101,8 +95,33 @@ def test_ui_prints_its_url_and_serves_the_store(ui_server):
     assert "pix2pix" in names
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs the Debian package)")
-def test_browser_compares_the_two_lambda_runs(ui_server):
+def page_text(driver) -> str:
+    """The page's text as a reader sees it: tags and styles gone, white space folded."""
+    dom = re.sub(r"<style.*?</style>", "", driver.page_source, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+
+
+def shows(driver, url: str, found, timeout: int = 120) -> str:
+    """Open `url` and wait until `found(text)` holds (the MLflow UI renders after its API calls
+    answer); the page's text, or a failure showing it."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.5).until(lambda d: found(page_text(d)))
+    except TimeoutException:
+        pytest.fail(f"{url} did not show what was expected within {timeout} s; it shows: {page_text(driver)[-2000:]}")
+    return page_text(driver)
+
+
+def lambda_row(text: str) -> list[list[str]]:
+    """The parameter table's lambda_l1 rows, each with its values sorted."""
+    return [sorted(pair) for pair in re.findall(r"lambda_l1 (\S+) (\S+)", text)]
+
+
+@needs_browser
+def test_browser_compares_the_two_lambda_runs(ui_server, browser):
     import mlflow
 
     _, url, env = ui_server
@@ -115,30 +134,24 @@ def test_browser_compares_the_two_lambda_runs(ui_server):
     ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
     page = f"{url}/#/compare-runs?runs={ids}&experiments=[\"{experiment}\"]"
 
-    dom = subprocess.run([*BROWSER, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
-    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
-    for r in runs:
-        assert r.info.run_name in text
-    # the parameter table's lambda_l1 row holds one value per run
-    assert ["1000.0", "50.0"] in [sorted(pair) for pair in re.findall(r"lambda_l1 (\S+) (\S+)", text)]
-
+    browser.set_window_size(1600, 1200)
+    # each run by name, and the parameter table's lambda_l1 row with one value per run
+    shows(browser, page, lambda text: all(r.info.run_name in text for r in runs)
+          and ["1000.0", "50.0"] in lambda_row(text))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "mlflow_compare_runs.png"
-    subprocess.run([*BROWSER, f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs the Debian package)")
-def test_browser_finds_each_runs_grids_as_a_stepped_image_among_its_charts(ui_server):
+@needs_browser
+def test_browser_finds_each_runs_grids_as_a_stepped_image_among_its_charts(ui_server, browser):
     import mlflow
 
     _, url, env = ui_server
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("pix2pix").experiment_id
     run = client.search_runs([experiment])[0].info.run_id
-    page = f"{url}/#/experiments/{experiment}/runs/{run}/model-metrics"
-    tall = [{"--window-size": "--window-size=1600,8000", "--virtual-time-budget": "--virtual-time-budget=90000"}.get(
-        arg.split("=")[0], arg) for arg in BROWSER]  # every chart card rendered: the page lays them out lazily
-    dom = subprocess.run([*tall, "--dump-dom", page], capture_output=True, text=True, timeout=180).stdout
-    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", dom, flags=re.S))))
-    assert "val_grid" in text and "val_FID" in text  # the grid's card among the metric charts
+    browser.set_window_size(1600, 8000)  # every chart card rendered: the page lays them out lazily
+    # the grid's card among the metric charts
+    shows(browser, f"{url}/#/experiments/{experiment}/runs/{run}/model-metrics",
+          lambda text: "val_grid" in text and "val_FID" in text)
