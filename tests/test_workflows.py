@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -39,6 +40,7 @@ def test_a_clone_of_this_repository_finds_the_committed_pipeline_current(tmp_pat
 
 def test_the_readme_quick_try_runs_as_written_and_leaves_the_workspace_as_it_was(tmp_path):
     env = init_repo(tmp_path, {})  # the committed params.yaml, as a new user has it
+    env.pop("MLFLOW_TRACKING_URI")  # and its store, sqlite:///mlflow.db, relative to the workspace
     before = yaml.safe_load(run(["dvc", "status", "--json"], tmp_path, env))
     result = subprocess.run(["bash", "-e", "-c", readme_block("Quick try")], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=1200)
@@ -51,6 +53,17 @@ def test_the_readme_quick_try_runs_as_written_and_leaves_the_workspace_as_it_was
         "?? my_masks/", "?? quick-try.pt", "?? translated/"]
     assert yaml.safe_load(run(["dvc", "status", "--json"], tmp_path, env)) == before
     assert "quick-try" in run(["dvc", "exp", "ls", "--name-only"], tmp_path, env).split()
+    # the run of the experiment's deleted copy of the repo is in the workspace's store, whole
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("pix2pix")
+    [tracked] = client.search_runs([experiment.experiment_id])
+    assert tracked.data.tags["dvc_exp_name"] == "quick-try" and tracked.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(tracked.info.run_id, "val_FID")] == [1, 2]
+    images = {a.path.split("+timestamp+")[0] for a in client.list_artifacts(tracked.info.run_id, "images")}
+    assert images == {"images/val_grid+step+1", "images/val_grid+step+2"}
+    assert Path(tracked.info.artifact_uri.removeprefix("file://")).is_relative_to(tmp_path / "mlruns")
 
 
 def test_a_failed_experiment_changes_nothing_but_params_yaml_and_one_line_undoes_it(tmp_path):
