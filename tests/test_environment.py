@@ -1,6 +1,7 @@
 """The environment the README installs is the locked one that made the committed results."""
 
 import re
+import sysconfig
 from importlib import metadata
 
 from conftest import ROOT
@@ -25,7 +26,10 @@ def test_the_installed_packages_are_the_locked_versions():
     pins = locked()
     assert {"torch", "torchvision", "kornia", "dvc", "mlflow", "clean-fid", "numpy", "pillow"} <= set(pins)
     wrong = {}
-    for dist in metadata.distributions():
+    # what pip installed, not what else is on sys.path: importing setuptools adds its _vendor folder,
+    # with older zipp, platformdirs and importlib-metadata, for the rest of the process
+    installed = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    for dist in metadata.distributions(path=installed):
         name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
         have = dist.version.split("+")[0]  # 2.13.0+cpu is torch==2.13.0
         if name in pins and have != pins[name]:
