@@ -14,7 +14,6 @@ from pix2pix import fid
 from pix2pix.data import synthetic
 from pix2pix.errors import Pix2PixError
 
-pytestmark = mirror_or_synthetic  # real facade photos when ../shared/data is there, rendered cars otherwise
 COUNT = 16
 
 
@@ -25,7 +24,8 @@ def extractor():
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """COUNT real photos: facade photos from the offline mirror, else rendered synthetic cars."""
+    """COUNT real photos: facade photos from the offline mirror, else rendered synthetic cars (the
+    tests that use them are marked `mirror`: CI runs them both ways)."""
     folder = tmp_path_factory.mktemp("photos")
     for i in range(COUNT):
         if SHARED_DATA.is_dir():
@@ -69,11 +69,13 @@ def folder_fid(generated, reference, extractor, mode: str = "clean") -> float:
     return fid.frechet(*(folder_features(folder, network, mode) for folder in (generated, reference)))
 
 
+@mirror_or_synthetic
 def test_fid_of_a_set_against_itself_is_zero(photos, extractor):
     assert extractor[1] == "offline"
     assert abs(folder_fid(photos, photos, extractor)) < 1e-3
 
 
+@mirror_or_synthetic
 def test_fid_grows_with_blur(photos, blurred, extractor, tmp_path):
     folders = [degraded(photos, tmp_path / "blur1", 1), blurred, degraded(photos, tmp_path / "blur4", 4)]
     values = [folder_fid(folder, photos, extractor) for folder in folders]
@@ -86,6 +88,7 @@ def test_fid_grows_with_blur(photos, blurred, extractor, tmp_path):
 NORMALISE = {"clean": lambda x: (x - 128) / 128, "legacy_pytorch": lambda x: x / 255 * 2 - 1}
 
 
+@mirror_or_synthetic
 @pytest.mark.parametrize("mode", fid.MODES)
 def test_fid_on_tensors_equals_clean_fids_compute_fid_on_png_folders(photos, blurred, extractor, mode):
     """Each mode against clean-fid's whole pipeline on files (its loading, its resize for the mode,
@@ -123,6 +126,7 @@ def test_the_offline_network_gives_the_pinned_features_and_fid(extractor, tmp_pa
     assert folder_fid(blurred, sharp, extractor) == pytest.approx(PINNED_FID, rel=1e-3)
 
 
+@mirror_or_synthetic
 def test_reference_features_are_cached_by_pixels_network_and_mode(photos, extractor, tmp_path, monkeypatch):
     cache, extractions, real = tmp_path / "cache", [], fid.features
 
@@ -167,6 +171,7 @@ def test_auto_uses_the_offline_port_when_clean_fid_weights_are_absent(tmp_path, 
         fid.build_extractor("inception")
 
 
+@mirror_or_synthetic
 def test_scorer_gives_each_mode_as_fid_on_folders_and_kid_beside(photos, blurred, extractor, tmp_path):
     images = as_tensor(photos)
     with warnings.catch_warnings():
