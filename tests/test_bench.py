@@ -1,6 +1,7 @@
 """`pix2pix bench`: its timer and FLOP count, each measurement end to end at CPU sizes, and the
 classic reference it compares against."""
 
+import itertools
 import json
 import os
 import sys
@@ -91,9 +92,15 @@ def test_bench_cli_prints_and_writes_the_table(tmp_path, monkeypatch):
     rows = table["rows"]
     assert [r["pipeline"].split()[0] for r in rows] == ["(a)", "(b)", "(b)"] and [r["batch"] for r in rows] == [1, 1, 4]
     assert rows[0]["speedup"] == 1.0 and rows[0]["precision"] == "fp32"
-    assert rows[2]["speedup"] == pytest.approx(rows[2]["images_per_s"] / rows[0]["images_per_s"])
+    for r in rows:  # docs/performance.md: speedup is images/s over row (a)'s
+        assert r["speedup"] == pytest.approx(r["images_per_s"] / rows[0]["images_per_s"])
+        assert r["ms_per_step"] == pytest.approx(1e3 * r["batch"] / r["images_per_s"])
     assert all(r["mfu"] is None and r["peak_mem_gb"] is None for r in rows)  # no CPU peak in the table
-    for line, r in zip(result.stdout.splitlines()[2:], rows):
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("device: ") and lines[1].startswith("pipeline ")
+    printed = list(itertools.takewhile(lambda line: line.startswith("("), lines[2:]))  # the table's rows
+    assert len(printed) == len(rows)
+    for line, r in zip(printed, rows):
         assert line.startswith(r["pipeline"]) and f"{r['images_per_s']:.1f}" in line
 
 
@@ -103,6 +110,8 @@ def test_bench_measures_data_parallel_scaling_on_two_processes(tmp_path, monkeyp
     rows = table["scaling"]
     assert [r["processes"] for r in rows] == [1, 2] and all(r["batch_per_process"] == 2 for r in rows)
     assert rows[0]["scaling"] == 1.0 and "instance norm" in rows[1]["pipeline"]  # CPU processes: instance norm
+    for r in rows:  # docs/multi-gpu.md: scaling = images/s on N / (N x images/s on 1)
+        assert r["scaling"] == pytest.approx(r["images_per_s"] / (r["processes"] * rows[0]["images_per_s"]))
     assert rows[1]["images_per_s"] == pytest.approx(2 * 2 / (rows[1]["ms_per_step"] / 1e3))  # both processes' images
     assert "data-parallel scaling" in result.stdout
 
@@ -117,6 +126,8 @@ def test_bench_runs_n_trainings_at_once_and_adds_up_their_rates(tmp_path, monkey
         assert r["images_per_s"] == pytest.approx(sum(r["per_process_images_per_s"]))
         assert 0.1 < r["peak_mem_gb_per_process"] < 16  # a CPU training's resident set: torch and the model
     assert rows[0]["vs_one"] == 1.0
+    for r in rows:  # docs/performance.md: vs one is the N trainings' summed images/s over one training's
+        assert r["vs_one"] == pytest.approx(r["images_per_s"] / rows[0]["images_per_s"])
     assert "trainings at once" in result.stdout
 
 
@@ -137,6 +148,13 @@ def test_bench_refuses_concurrent_counts_that_are_not_counts(tmp_path, monkeypat
     result = CliRunner().invoke(app, ["bench", "--concurrent", "1,two"])
     assert result.exit_code == 1
     assert result.output.strip() == "error: --concurrent is '1,two'; give counts of trainings, such as 1,2,4,8"
+
+
+def test_a_shard_smaller_than_one_batch_is_refused_when_the_pipeline_is_set_up(tiny_cfg):
+    # not when the first batch is drawn: the scaling and concurrent workers set up through it too
+    with pytest.raises(Pix2PixError, match=r"^bench: 3 train pairs in this process's shard, fewer than one batch of 4; "
+                                           r"use smaller --batch-sizes, or more tiles$"):
+        pipeline.project_pipeline(tiny_cfg, torch.zeros(3, 6, 64, 64, dtype=torch.uint8), 4, torch.device("cpu"))
 
 
 def test_cpu_training_keeps_weights_and_batches_in_the_default_layout(tiny_cfg):

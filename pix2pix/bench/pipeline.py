@@ -20,14 +20,9 @@ from pix2pix.trainer import Pix2Pix
 
 
 def endless(make_iter):
-    """The items of make_iter(), again and again; an empty one is an error, not an endless loop."""
+    """The items of make_iter(), again and again."""
     while True:
-        empty = True
-        for item in make_iter():
-            empty = False
-            yield item
-        if empty:
-            raise Pix2PixError("bench: the tiles hold fewer train pairs than one batch; use smaller --batch-sizes")
+        yield from make_iter()
 
 
 def sync(device: torch.device) -> None:
@@ -58,7 +53,12 @@ def table(title: str, columns: list[tuple[str, int, Callable[[dict], str]]], row
 def project_pipeline(cfg: Config, data: torch.Tensor, batch_size: int, device: torch.device,
                      compiled: bool = False, graphs: bool = True, world: World = World()):
     """(model, next_batch) of this project's pipeline: resident uint8 tiles, kornia jitter on the
-    device, bf16 and a CUDA graph on CUDA (as training sets them up). `batch_size` is per process."""
+    device, bf16 and a CUDA graph on CUDA (as training sets them up). `batch_size` is per process;
+    `data` is this process's shard, which must hold one batch (whole batches are drawn from it)."""
+    if len(data) < batch_size:
+        fix = "use smaller --batch-sizes" + (" or a smaller --nproc-per-node" if world.size > 1 else "") + ", or more tiles"
+        raise Pix2PixError(f"bench: {len(data)} train pairs in this process's shard, fewer than one batch of "
+                           f"{batch_size}; {fix}")
     train = dataclasses.replace(cfg.train, compile=compiled, cuda_graphs=graphs and not compiled)
     model = Pix2Pix(dataclasses.replace(cfg, batch_size=batch_size * world.size, train=train), device, world=world)
     jitter = PairJitter(cfg.image_size, cfg.augment.flip)

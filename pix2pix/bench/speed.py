@@ -102,23 +102,33 @@ def classic_loader(tiles_dir: Path, cfg: Config, workers: int):
                                        shuffle=True, num_workers=workers, drop_last=True, persistent_workers=workers > 0)
 
 
+_STEP_FLOPS: dict[tuple, int] = {}  # (cfg, device, shape of a, shape of b) -> FLOPs: rows at one batch share it
+
+
 def step_flops(cfg: Config, device: torch.device, a: torch.Tensor, b: torch.Tensor) -> int:
     """FLOPs of one D + G update (forward and backward) at this batch, counted on an eager model: the
-    same count for every row (compilation and graphs change the kernels, not the arithmetic)."""
-    eager = Pix2Pix(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False, cuda_graphs=False)),
-                    device)
-    with FlopCounterMode(display=False) as counter:
-        eager.update(a, b)
-    return counter.get_total_flops()
+    same count for every row (compilation and graphs change the kernels, not the arithmetic), so it
+    is counted once per configuration and input shape."""
+    key = (cfg, device, tuple(a.shape), tuple(b.shape))
+    if key not in _STEP_FLOPS:
+        eager = Pix2Pix(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False, cuda_graphs=False)),
+                        device)
+        with FlopCounterMode(display=False) as counter:
+            eager.update(a, b)
+        _STEP_FLOPS[key] = counter.get_total_flops()
+    return _STEP_FLOPS[key]
 
 
 def measure(name: str, cfg: Config, model: Pix2Pix | ClassicStep, next_batch, batch_size: int, precision: str,
             device: torch.device, steps: int, warmup: int) -> dict:
-    """One row: the pipeline alone, then pipeline + training step, then FLOPs and memory."""
+    """One row: the pipeline alone, then pipeline + training step, then memory and FLOPs."""
     _, data_s = time_it(next_batch, lambda ab: None, device, steps, warmup)
-    if device.type == "cuda":
+    cuda = device.type == "cuda"
+    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     warmup_s, step_s = time_it(next_batch, lambda ab: model.step(*ab), device, steps, warmup)
+    # the peak is read before the FLOP count, whose eager model would add to it
+    peak_mem_gb = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
     flops = step_flops(cfg, device, *next_batch())
     tflops = flops / step_s / 1e12
     peak = peak_tflops(device, precision)
@@ -126,7 +136,7 @@ def measure(name: str, cfg: Config, model: Pix2Pix | ClassicStep, next_batch, ba
         "pipeline": name, "batch": batch_size, "precision": precision,
         "images_per_s": batch_size / step_s, "ms_per_step": 1e3 * step_s,
         "data_images_per_s": batch_size / data_s,
-        "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "peak_mem_gb": peak_mem_gb,
         "tflops": tflops, "mfu": tflops / peak if peak else None,
         "warmup_s": warmup_s,  # cuDNN autotuning, CUDA graph capture, torch.compile
     }
@@ -180,7 +190,7 @@ def speed_rows(cfg: Config, tiles_dir: Path, device: torch.device, batch_sizes: 
     configure(device)
     rows = [reference_row(cfg, tiles_dir, device, workers, steps, warmup)]
     data = load_split(tiles_dir, "train", cfg.task_direction, device, cfg.tile_size("train"))
-    if min(batch_sizes) > len(data):
+    if min(batch_sizes) > len(data):  # no (b) row at any batch size: nothing to pick the fastest from
         raise Pix2PixError(f"bench: {len(data)} train pairs, fewer than the smallest batch; use smaller --batch-sizes")
     for bs in batch_sizes:
         if bs > len(data):
