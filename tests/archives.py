@@ -1,8 +1,10 @@
-"""Archives laid out as the real datasets' are, built in memory for tests."""
+"""Archives laid out as the real datasets' are, built in memory for tests; mirror folders; hostile files."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -112,3 +114,27 @@ def ade20k_zip() -> bytes:
         files.append((f"{root}/images/{split}/{stem}.jpg", png(48, 40)))
         files.append((f"{root}/annotations/{split}/{stem}.png", label_png(48, 40, [0, 13, 150])))
     return zip_bytes(files)
+
+
+def write_mirror(folder: Path, files: dict) -> None:
+    """`files` {"<dataset>/<path>": bytes} written under `folder` as the offline mirror holds them: each
+    dataset's folder with its own SHA256SUMS (sha256sum format, paths inside that folder)."""
+    sums: dict[str, list[str]] = {}
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+        dataset, inside = name.split("/", 1)
+        sums.setdefault(dataset, []).append(f"{hashlib.sha256(data).hexdigest()}  {inside}\n")
+    for dataset, lines in sums.items():
+        (folder / dataset / "SHA256SUMS").write_text("".join(lines))
+
+
+class RunsCode:
+    """Pickled (torch.save(..., pickle_module=pickle)), it runs `touch <marker>` when unpickled: a hostile
+    file's payload. A loader that refuses it leaves `marker` absent."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

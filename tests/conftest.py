@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 # pytest-xdist runs the suite in one process per core (pyproject's addopts: -n auto). Each then
@@ -59,10 +62,17 @@ def tiny_cfg():
     return load_config(ROOT / "params.yaml", tiny_overrides(**{"mlflow.enabled": False}))
 
 
-# The offline mirror of real datasets beside the checkout; PIX2PIX_TEST_SHARED=none runs the suite as
-# a clone without it runs it (CI runs the tests marked `mirror` both ways).
-SHARED_DATA = (Path(os.environ["PIX2PIX_TEST_SHARED"]) if os.environ.get("PIX2PIX_TEST_SHARED") else ROOT.parent / "shared") / "data"
-needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"offline dataset mirror {SHARED_DATA} is absent")
+# The offline mirror of real datasets: <PIX2PIX_TEST_SHARED>/data, by default ../shared/data beside the
+# checkout. PIX2PIX_TEST_SHARED=none hides it: the suite then runs as it does in a clone without the
+# mirror (CI runs the tests marked `mirror` both ways).
+_SHARED = os.environ.get("PIX2PIX_TEST_SHARED")
+if _SHARED == "none":
+    SHARED_DATA = Path(os.devnull) / "data"  # never a folder (the device file has no entries): no mirror
+else:
+    SHARED_DATA = (Path(_SHARED) if _SHARED else ROOT.parent / "shared") / "data"
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=(
+    "PIX2PIX_TEST_SHARED=none hides the offline dataset mirror" if _SHARED == "none"
+    else f"offline dataset mirror {SHARED_DATA} is absent"))
 mirror_or_synthetic = pytest.mark.mirror  # reads real data from the mirror when it is there, synthetic otherwise
 
 
@@ -93,6 +103,16 @@ def two_runs(reproduced):
     path, env = reproduced
     run(["dvc", "exp", "run", "-S", "lambda_l1=50"], path, env)
     return path, env
+
+
+def params_doc_rows() -> list[list[str]]:
+    """docs/params.md's table, a list of cells per key row: `key(s)`, default, meaning, re-runs."""
+    rows = []
+    for line in (ROOT / "docs" / "params.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows.append(cells)
+    return rows
 
 
 def stage_args(stage: str) -> list[str]:
@@ -133,3 +153,24 @@ def browser():
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_answers(url: str, proc, timeout: float, what: str) -> None:
+    """Poll `url` until the server `proc` started answers (it needs seconds to start). Fails if `proc`
+    exits first, with its stderr's tail when that is a pipe, or if nothing answers within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert proc.poll() is None, f"{what} exited early" + (f":\n{proc.stderr.read()[-3000:]}" if proc.stderr else "")
+            assert time.monotonic() < deadline, f"{what} did not answer within {timeout} s"
+            time.sleep(0.5)  # a polling interval, not a timing assumption

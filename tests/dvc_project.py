@@ -1,5 +1,6 @@
 """A throwaway git + DVC repo holding this project, driven the way a user drives it."""
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -53,3 +54,14 @@ def init_repo(path, overrides: dict, **env_extra):
                 ["git", "commit", "-qm", "project"]):
         run(cmd, path, env)
     return env
+
+
+def locked_md5(path, out: str) -> str:
+    """The md5 dvc.lock in the repo at `path` records for the output `out` (whichever stage makes it)."""
+    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    return next(o["md5"] for stage in lock.values() for o in stage.get("outs", []) if o["path"] == out)
+
+
+def md5(path) -> str:
+    """A file's md5, as dvc.lock and the MLflow tag model_md5 give it."""
+    return hashlib.md5(path.read_bytes()).hexdigest()

@@ -8,18 +8,16 @@ from pix2pix.cli import app
 from pix2pix.config import flatten, load_config
 from pix2pix.errors import Pix2PixError
 
-from conftest import ROOT
+from conftest import ROOT, params_doc_rows
 
 
 def test_the_params_table_gives_every_default_of_params_yaml():
     """docs/params.md's default column, row by row, against the loaded params.yaml."""
     flat = flatten(load_config(ROOT / "params.yaml"))
     documented = {}
-    for line in (ROOT / "docs" / "params.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 4 and cells[0].startswith("`"):
-            keys, defaults = re.findall(r"`([\w.]+)`", cells[0]), re.findall(r"`([^`]*)`", cells[1])
-            documented.update(zip(keys, defaults * len(keys) if len(defaults) == 1 else defaults))
+    for cells in params_doc_rows():
+        keys, defaults = re.findall(r"`([\w.]+)`", cells[0]), re.findall(r"`([^`]*)`", cells[1])
+        documented.update(zip(keys, defaults * len(keys) if len(defaults) == 1 else defaults))
     assert documented.keys() == flat.keys()
     for key, value in flat.items():
         shown = documented[key].strip('"')

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from archives import RunsCode
 from conftest import ARTIFACTS, ROOT, needs_browser, tiny_overrides
 from pix2pix import generator_file
 from pix2pix.cli import app
@@ -122,11 +123,7 @@ def test_bad_input_gets_a_message_and_the_server_goes_on(demo):
 def test_a_model_that_is_missing_or_would_run_code_stops_the_start_in_one_line(tmp_path):
     import pickle
 
-    class RunsCode:
-        def __reduce__(self):
-            return (os.system, (f"touch {tmp_path / 'pwned'}",))
-
-    torch.save({"generator": RunsCode()}, tmp_path / "evil.pt", pickle_module=pickle)
+    torch.save({"generator": RunsCode(tmp_path / "pwned")}, tmp_path / "evil.pt", pickle_module=pickle)
     for name, message in (("nope.pt", "no such file"), ("evil.pt", "not a generator file of pix2pix-dvc")):
         result = CliRunner().invoke(app, ["demo", str(tmp_path / name), "--port", "0"])
         assert result.exit_code == 1 and result.output.strip().splitlines()[-1].startswith(

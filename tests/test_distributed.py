@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from conftest import ROOT, stage_args, tiny_overrides
-from dvc_project import write_params
+from dvc_project import md5, write_params
 from pix2pix.config import load_config
 from pix2pix.data.download import fetch
 from pix2pix.data.tiles import build_tiles
@@ -157,12 +157,6 @@ def test_only_the_main_process_writes_so_the_outputs_are_those_of_one_process(on
     assert len(torch.load(two / "checkpoints/last.pt", weights_only=True)["rng"]) == 2  # each process's RNG
 
 
-def model_md5(folder) -> str:
-    import hashlib
-
-    return hashlib.md5((folder / "models/generator.pt").read_bytes()).hexdigest()
-
-
 def test_a_nan_step_in_one_process_is_skipped_by_both(tiles, tmp_path):
     """Rank 1's batch at step 2 is NaN: its gradients, averaged into rank 0's, would spoil both
     models; both skip the step instead, the run goes on, and the step is counted once."""
@@ -202,7 +196,7 @@ def test_a_killed_multi_process_run_resumes_to_the_same_weights(tiles, crashed, 
     a, b = weights(tmp_path / "whole"), weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     _, runs = mlflow_runs(killed)
-    assert len(runs) == 1 and runs[0].data.tags["model_md5"] == model_md5(killed)
+    assert len(runs) == 1 and runs[0].data.tags["model_md5"] == md5(killed / "models/generator.pt")
 
 
 @pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])

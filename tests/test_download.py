@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from archives import (ADE_OUTDOOR, CAR, ROAD, ade20k_zip, car_zip_entries, small_facades, tar_bytes,
-                      write_cityscapes_zips, zip_bytes)
+                      write_cityscapes_zips, write_mirror, zip_bytes)
 from conftest import ROOT, SHARED_DATA, mirror_or_synthetic, needs_shared, tiny_overrides
 from pix2pix.config import load_config
 from pix2pix.data import download
@@ -235,15 +235,9 @@ def test_data_mirror_must_hold_the_dataset_where_the_machines_mirror_may_not(env
 @mirror_or_synthetic
 @pytest.mark.parametrize("damage", ["changed", "missing"])
 def test_a_mirror_folder_whose_files_do_not_match_its_sums_is_refused(env, monkeypatch, tmp_path, damage):
-    import hashlib
-
     folder = tmp_path / "mirror" / "facades"
-    for name, data in small_facades().items():
-        (folder.parent / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder.parent / name).write_bytes(data)
+    write_mirror(folder.parent, small_facades())
     files = sorted(p for p in folder.rglob("*.jpg"))
-    (folder / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder)}\n"
-                                               for p in files))
     if damage == "changed":
         files[0].write_bytes(files[0].read_bytes() + b"!")
     else:

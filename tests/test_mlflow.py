@@ -5,10 +5,8 @@ import json
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +16,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import ROOT, run_files, tiny_overrides
+from archives import RunsCode
+from conftest import ROOT, free_port, run_files, tiny_overrides, wait_until_answers
 from pix2pix.cli import app
 from pix2pix.config import load_config
 from pix2pix.data.download import fetch
@@ -89,19 +88,13 @@ def test_the_run_logs_its_generator_as_a_model_that_predicts_what_translate_give
     assert "generator.pt" in files and not [f for f in files if f.endswith((".pkl", ".pickle"))]  # code as text
 
 
-class RunsCode:
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_model_whose_weights_would_run_code_is_refused_where_it_loads(store, tmp_path):
     """Its MLflow model loads the generator file with weights_only, as translate does: a file
     built to run code when unpickled is refused by the pyfunc model and by translate, and runs nothing."""
     import mlflow
 
     _, _, run = store
-    evil = RunsCode()
-    evil.marker = tmp_path / "pwned"
+    evil = RunsCode(tmp_path / "pwned")
     hostile = tmp_path / "generator.pt"
     torch.save({"generator": evil}, hostile, pickle_module=pickle)
     with mlflow.start_run() as other:
@@ -162,12 +155,6 @@ def test_the_evolution_picture_shows_the_val_samples_from_the_first_epoch_to_the
     assert "evolution.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_a_rest_request_with_what_translate_gives(store):
     folder, _, _ = store
@@ -177,15 +164,7 @@ def test_mlflow_models_serve_answers_a_rest_request_with_what_translate_gives(st
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while True:  # poll until the server answers (it loads the model first)
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()[-3000:]
-                assert time.monotonic() < deadline, "the model server did not answer within 180 s"
-                time.sleep(0.5)  # a polling interval, not a timing assumption
+        wait_until_answers(f"http://127.0.0.1:{port}/ping", server, 180, "the model server")  # it loads the model first
         body = json.dumps({"inputs": a_mask()[None].tolist(), "params": {"mode": "paper", "seed": 0}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from archives import ade20k_zip, small_facades, tar_bytes, write_cityscapes_zips
+from archives import ade20k_zip, small_facades, tar_bytes, write_cityscapes_zips, write_mirror
 from conftest import ROOT, SHARED_DATA, mirror_or_synthetic, needs_shared, tiny_overrides
-from dvc_project import init_repo, make_project, run
+from dvc_project import init_repo, locked_md5, make_project, run
 
 pytestmark = pytest.mark.slow  # every test here drives whole pipelines or processes
 
@@ -71,11 +71,6 @@ def test_exp_run_with_lambda_50_trains_with_50_and_changes_metrics(two_runs):
     for r in runs:  # FID every epoch, and the network that produced it
         assert len(client.get_metric_history(r.info.run_id, "val_FID")) == 2
         assert r.data.tags["fid_extractor"] == "offline"
-
-
-def locked_md5(path, out: str) -> str:
-    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
-    return next(o["md5"] for stage in lock.values() for o in stage.get("outs", []) if o["path"] == out)
 
 
 def test_dvc_and_mlflow_records_join_both_ways(two_runs):
@@ -146,19 +141,14 @@ def test_the_same_data_gets_the_same_dvc_hash_from_any_mirror_path_or_a_url(tmp_
     """data/raw and data/tiles depend on the bytes, not on where they came from: facades from two
     mirror folders at different paths (with the mirror's own SHA256SUMS and SOURCE.txt) and as the
     authors' tar.gz (a facades/ wrapper folder) from a local HTTP server give one dvc.lock hash."""
-    import hashlib
     import http.server
     import threading
 
     files = small_facades()  # {"facades/train/1.jpg": bytes, ...}, as in the authors' archive
     for mirror in ("mirror-a", "deeper/mirror-b"):  # the extracted folder: <mirror>/facades/train/1.jpg
         folder = tmp_path / mirror
-        for name, data in files.items():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_bytes(data)
+        write_mirror(folder, files)
         (folder / "facades/SOURCE.txt").write_text(f"copied to {folder}\n")
-        (folder / "facades/SHA256SUMS").write_text(
-            "".join(f"{hashlib.sha256(d).hexdigest()}  {n.removeprefix('facades/')}\n" for n, d in files.items()))
 
     archive = tar_bytes(files)
 

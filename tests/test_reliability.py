@@ -16,8 +16,9 @@ import pytest
 import torch
 import yaml
 
+from archives import RunsCode
 from conftest import ROOT, run_files, tiny_overrides
-from dvc_project import init_repo, run
+from dvc_project import init_repo, locked_md5, run
 from pix2pix import checkpoints, generator_file
 from pix2pix.config import load_config
 from pix2pix.data.download import fetch
@@ -101,9 +102,7 @@ def test_dvc_repro_after_sigkill_resumes_to_bit_identical_weights_in_the_same_ml
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("pix2pix").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    model = next(o for o in yaml.safe_load((killed / "dvc.lock").read_text())["stages"]["train"]["outs"]
-                 if o["path"] == "models/generator.pt")
-    assert runs[0].data.tags["model_md5"] == model["md5"]  # dvc.lock's model leads to its run
+    assert runs[0].data.tags["model_md5"] == locked_md5(killed, "models/generator.pt")  # dvc.lock's model leads to its run
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_L1")] == [1, 2, 3]  # one of each epoch
 
 
@@ -300,15 +299,9 @@ def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, ti
 
 # -- hostile and failing files -----------------------------------------------------------------------
 
-class RunsCode:
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    evil = RunsCode()
-    evil.marker = marker
+    evil = RunsCode(marker)
     for name in ("last.pt", "generator.pt"):
         torch.save({"generator": evil}, tmp_path / name, pickle_module=pickle)
     with pytest.raises(Pix2PixError, match="last.pt: unreadable checkpoint"):

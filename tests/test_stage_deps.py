@@ -11,7 +11,7 @@ import shlex
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, params_doc_rows
 from dvc_project import overridden, run
 from pix2pix.config import EXECUTION_ONLY, flatten, load_config
 
@@ -130,12 +130,10 @@ def test_every_param_either_changes_a_stage_or_is_execution_only():
 def params_table() -> dict[str, set[str]]:
     """docs/params.md's table: key -> the stages its 're-runs' column names."""
     rows = {}
-    for line in (ROOT / "docs" / "params.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 4 and cells[0].startswith("`"):
-            stages = set(re.findall(r"`(\w+)`", cells[3])) if cells[3] != "nothing" else set()
-            for key in re.findall(r"`([\w.]+)`", cells[0]):
-                rows[key] = stages
+    for cells in params_doc_rows():
+        stages = set(re.findall(r"`(\w+)`", cells[3])) if cells[3] != "nothing" else set()
+        for key in re.findall(r"`([\w.]+)`", cells[0]):
+            rows[key] = stages
     return rows
 
 

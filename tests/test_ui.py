@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ARTIFACTS, needs_browser
+from conftest import ARTIFACTS, free_port, needs_browser, wait_until_answers
 
 pytestmark = pytest.mark.slow  # every test here drives whole pipelines or processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_ui(cwd, env, log: Path = Path(os.devnull), **popen) -> tuple[subprocess.Popen, str]:
@@ -33,15 +27,8 @@ def start_ui(cwd, env, log: Path = Path(os.devnull), **popen) -> tuple[subproces
         proc = subprocess.Popen([sys.executable, "-m", "pix2pix.cli", "ui", "--port", str(port)], cwd=cwd, env=env,
                                 stdout=subprocess.PIPE, stderr=stderr, text=True, **popen)
     first_line = proc.stdout.readline().strip()
-    deadline = time.monotonic() + 120
-    while True:  # poll until the server answers (it needs a few seconds to start)
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return proc, first_line
-        except OSError:
-            assert proc.poll() is None, "mlflow ui exited early"
-            assert time.monotonic() < deadline, "mlflow ui did not answer within 120 s"
-            time.sleep(0.5)  # a polling interval, not a timing assumption
+    wait_until_answers(f"http://127.0.0.1:{port}/health", proc, 120, "mlflow ui")  # its stderr is in `log`
+    return proc, first_line
 
 
 @pytest.fixture(scope="module")

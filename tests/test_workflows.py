@@ -1,7 +1,6 @@
 """The README's workflows as a newcomer meets them, each ending where the next can start: the quick
 try, a failed experiment and its undo, and a team sharing a model through a DVC remote."""
 
-import hashlib
 import json
 import os
 import re
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_overrides
-from dvc_project import init_repo, run
+from dvc_project import init_repo, locked_md5, md5, run
 
 pytestmark = pytest.mark.slow  # whole pipelines and DVC commands
 
@@ -81,10 +80,6 @@ def test_a_failed_experiment_changes_nothing_but_params_yaml_and_one_line_undoes
     assert "up to date" in run(["dvc", "status", "check_params"], tmp_path, env)
 
 
-def md5(path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def test_a_team_shares_the_model_through_a_remote_and_the_artifact_registry(reproduced, tmp_path):
     """The committed run pushed to a local-folder remote; a teammate's clone pulls it, finds the
     pipeline up to date and translates without training; the model is fetched by its artifact name."""
@@ -103,9 +98,8 @@ def test_a_team_shares_the_model_through_a_remote_and_the_artifact_registry(repr
     env = {**env, "PYTHONPATH": str(teammate), "MLFLOW_TRACKING_URI": f"sqlite:///{teammate}/mlflow.db"}
     run(["dvc", "pull"], teammate, env)
     assert "up to date" in run(["dvc", "status"], teammate, env)  # nothing to train
-    lock = yaml.safe_load((teammate / "dvc.lock").read_text())["stages"]["train"]["outs"]
     model = teammate / "models/generator.pt"
-    assert md5(model) == next(o["md5"] for o in lock if o["path"] == "models/generator.pt")  # the committed model
+    assert md5(model) == locked_md5(teammate, "models/generator.pt")  # the committed model
     run(["pix2pix", "synth", "masks", "--count", "1"], teammate, env)
     run(["pix2pix", "translate", "models/generator.pt", "masks", "--out", "translated"], teammate, env)
     assert len(list((teammate / "translated").iterdir())) == 1
