@@ -13,7 +13,7 @@ import torch
 from pix2pix import fid
 from pix2pix.config import load_config, processes
 from pix2pix.data.check import scan
-from pix2pix.data.download import MIRROR_ENV, mirror_folder, mirror_holds, mirror_names
+from pix2pix.data.download import MIRROR_ENV, mirror_folder, mirror_holds, mirror_refusal
 from pix2pix.data.tiles import downloaded_dataset
 from pix2pix.data.sources import DATASETS
 from pix2pix.distributed import check_processes, device_name, pick_device
@@ -92,7 +92,7 @@ def mlflow_check(cfg) -> Check:
 
 def mirror_check(cfg) -> Check:
     """data.mirror / $PIX2PIX_MIRROR: set or not, reachable, and whether it holds the dataset."""
-    mirror, strict = mirror_folder(cfg)
+    mirror, _ = mirror_folder(cfg)
     source = DATASETS[cfg.dataset]
     if mirror is None:
         return Check("mirror", "ok", f"none set (data.mirror, ${MIRROR_ENV}): datasets download from their URLs")
@@ -102,9 +102,8 @@ def mirror_check(cfg) -> Check:
         return Check("mirror", "ok", f"{mirror}: holds {cfg.dataset}")
     if cfg.dataset in ("synthetic", "folder"):  # nothing to take from a mirror
         return Check("mirror", "ok", f"{mirror}")
-    if strict:
-        return Check("mirror", "FAIL", f"data.mirror {mirror} holds no {mirror_names(source)}; the download stage "
-                                       "refuses it")
+    if refusal := mirror_refusal(source, cfg):
+        return Check("mirror", "FAIL", f"{refusal}; the download stage refuses it")
     return Check("mirror", "warn", f"{mirror}: no {cfg.dataset} there; the download stage falls back to the URLs")
 
 

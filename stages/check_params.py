@@ -8,6 +8,7 @@ Usage (dvc.yaml): python -m stages.check_params PARAMS PIPELINE OUT
 """
 
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -18,7 +19,7 @@ from pix2pix.files import write_text
 
 def outputs(pipeline: str) -> dict[str, str]:
     """Every path a stage of the pipeline writes: path -> stage."""
-    stages = yaml.safe_load(open(pipeline))["stages"]
+    stages = yaml.safe_load(Path(pipeline).read_text())["stages"]
     return {next(iter(o)) if isinstance(o, dict) else o: name for name, spec in stages.items()
             for kind in ("outs", "metrics", "plots") for o in spec.get(kind, [])}
 

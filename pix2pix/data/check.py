@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from pix2pix.data.device_data import to_unit
-from pix2pix.data.images import image_header, image_size
+from pix2pix.data.images import image_header
 from pix2pix.data.pairs import Found
-from pix2pix.data.tiles import SHOWN, Recipe, assign_splits, check_aspect, make_tile, problems, read_source, tiles_of
+from pix2pix.data.tiles import SHOWN, Recipe, assign_splits, check_aspect, make_tile, problems, read_source, shown, tiles_of
 from pix2pix.errors import Pix2PixError
 from pix2pix.grids import comparison, save
 
@@ -43,8 +43,7 @@ class Report:
             more = f", {len(formats) - SHOWN} other sizes" if len(formats) > SHOWN else ""
             out.append(f"{name}: {common}{more}")
         if self.recipe.palette is not None:
-            out.append(f"palette: {len(self.recipe.palette.names)} classes ({', '.join(self.recipe.palette.names[:6])}"
-                       f"{', ...' if len(self.recipe.palette.names) > 6 else ''})")
+            out.append(f"palette: {len(self.recipe.palette.names)} classes ({shown(self.recipe.palette.names, 6)})")
         if self.ignored:
             out.append(f"not images, skipped: {len(self.ignored)} ("
                        + ", ".join(str(p.relative_to(self.root)) for p in self.ignored[:SHOWN]) + ")")
@@ -52,29 +51,43 @@ class Report:
         return out
 
 
-def _formats(paths: list[Path]) -> Counter:
-    out = Counter()
+def _headers(paths) -> dict[Path, tuple[int, int, str] | Pix2PixError]:
+    """Each file's image_header, or the error saying it cannot be read: read once, for both the
+    formats and scan's checks."""
+    out = {}
     for path in paths:
         try:
-            w, h, mode = image_header(path)
-            out[f"{w}x{h} {mode}"] += 1
-        except Pix2PixError:
-            out["unreadable"] += 1
+            out[path] = image_header(path)
+        except Pix2PixError as err:
+            out[path] = err
     return out
 
 
-def _report(root: Path, found: Found, recipe: Recipe, cfg) -> tuple[Report, list]:
+def _format(header) -> str:
+    return "unreadable" if isinstance(header, Pix2PixError) else "{}x{} {}".format(*header)
+
+
+def _size(header) -> tuple[int, int]:
+    """(width, height) from a header of _headers; its error again for a file that cannot be read."""
+    if isinstance(header, Pix2PixError):
+        raise header
+    return header[:2]
+
+
+def _report(root: Path, found: Found, recipe: Recipe, cfg) -> tuple[Report, list, dict]:
+    """The report (problem not yet known), the pairs assigned to splits, and their files' headers."""
     pairs = assign_splits(found.pairs, cfg.data.val_fraction, cfg.seed)
     sides = {"A": [p.a for p in pairs]} if found.layout == "ab" else {"A": [p.a for p in pairs], "B": [p.b for p in pairs]}
-    return Report(root, found.layout, recipe, Counter(p.split for p in pairs),
-                  {side: _formats(paths) for side, paths in sides.items()}, found.ignored), pairs
+    headers = _headers(p for paths in sides.values() for p in paths)
+    formats = {side: Counter(_format(headers[p]) for p in paths) for side, paths in sides.items()}
+    return Report(root, found.layout, recipe, Counter(p.split for p in pairs), formats, found.ignored), pairs, headers
 
 
 def check(root: str | Path, cfg, preview: Path | None = None, samples: int = 4) -> Report:
     """Every pair decoded and tiled as prepare tiles it (nothing written but the preview)."""
     root = Path(root)
     found, recipe = read_source(root, cfg)
-    report, pairs = _report(root, found, recipe, cfg)
+    report, pairs, _ = _report(root, found, recipe, cfg)
     good, failures = [], []
     for pair, tile, _ in tiles_of(pairs, recipe, cfg, desc="check"):
         if isinstance(tile, str):
@@ -95,11 +108,11 @@ def scan(root: str | Path, cfg) -> Report:
     """The same verdict from the headers: partners, readable files, matching aspect ratios."""
     root = Path(root)
     found, recipe = read_source(root, cfg)
-    report, pairs = _report(root, found, recipe, cfg)
+    report, pairs, headers = _report(root, found, recipe, cfg)
     failures = []
     for pair in pairs:
         try:
-            sizes = [image_size(p) for p in {pair.a: None, pair.b: None}]
+            sizes = [_size(headers[p]) for p in {pair.a: None, pair.b: None}]
             if len(sizes) == 2:
                 check_aspect(pair, *sizes)
         except Pix2PixError as err:

@@ -69,12 +69,19 @@ def fetch(cfg, out_dir: str | Path) -> Path:
 
 def from_mirrors(source: Source, cfg, dest: Path) -> dict | None:
     """The dataset from data.mirror (which must hold it), else from $PIX2PIX_MIRROR if it does."""
-    mirror, strict = mirror_folder(cfg)
+    mirror, _ = mirror_folder(cfg)
     found = from_mirror(source, mirror, dest) if mirror else None
-    if strict and found is None:
-        raise Pix2PixError(f"data.mirror {mirror} holds no {mirror_names(source)}; data.mirror is for a copy of a "
-                           "built-in dataset (for your own pairs set dataset: folder and data.path)")
+    if found is None and (refusal := mirror_refusal(source, cfg)):
+        raise Pix2PixError(f"{refusal}; data.mirror is for a copy of a built-in dataset (for your own pairs set "
+                           "dataset: folder and data.path)")
     return found
+
+
+def mirror_refusal(source: Source, cfg) -> str | None:
+    """Why the download stage refuses data.mirror, or None: set, it must hold `source` ($PIX2PIX_MIRROR
+    may lack it). `pix2pix doctor` reports the same before a run."""
+    mirror, strict = mirror_folder(cfg)
+    return f"data.mirror {mirror} holds no {mirror_names(source)}" if strict and not mirror_holds(source, mirror) else None
 
 
 def mirror_names(source: Source) -> str:

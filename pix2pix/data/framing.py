@@ -1,7 +1,7 @@
 """How an image is framed for the model: the one rule prepare applies to every source image and
 translate to every input, so that a model sees at inference what it saw in training.
 
-`data.fit` (FITS) says how a non-square image becomes a square one:
+`data.fit` says how a non-square image becomes a square one:
 - crop: resize the shorter side to the size, keep the centre (prepare drops the sides; translate
   keeps them, generating along the longer side in overlapping squares);
 - pad: pad to a square (black, centred), then resize: the whole image, smaller.
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-FITS = ("crop", "pad")
 MAX_PIXELS = 4_000_000  # translate --scale native and the demo: larger images are generated in tiles
                         # (a whole pass's activations grow with the pixels)
 
@@ -58,7 +57,7 @@ class Framed:
 
 
 def frame(image: Image.Image, size: int, mode: str, resample) -> Framed:
-    """`image` framed as `mode` (FITS) says, at the scale of a size x size model."""
+    """`image` framed as `mode` (data.fit) says, at the scale of a size x size model."""
     w, h = image.size
     if mode == "pad":
         square, (left, top, right, bottom) = pad_square(image)

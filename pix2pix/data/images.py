@@ -50,9 +50,11 @@ def open_image(path, name: str | None = None) -> Image.Image:
         with Image.open(path, formats=FORMATS) as img:
             img.load()
             try:
-                return ImageOps.exif_transpose(img)
+                if img.getexif().get(0x0112, 1) != 1:  # only a turn needs a new image (exif_transpose copies)
+                    return ImageOps.exif_transpose(img)
             except Exception:  # a malformed EXIF block: the pixels as stored
-                return img.copy()
+                pass
+            return img  # loaded: usable once the file is closed
     except UNREADABLE as err:
         raise Pix2PixError(f"{name or path}: unreadable image ({err}); replace or remove the file") from None
 

@@ -61,12 +61,19 @@ def split_of(parts: tuple[str, ...]) -> str:
     return ""
 
 
+def side_folder(part: str) -> tuple[str, str] | None:
+    """(side, the split named with it as written, or "") for a side folder: A/, input/ -> ("A", ""),
+    train_B/ -> ("B", "train"), validationA/ -> ("A", "validation"); None for any other folder."""
+    if part.lower() in SIDES:
+        return SIDES[part.lower()], ""
+    match = SPLIT_SIDE.fullmatch(part)
+    return (match.group(2).upper(), match.group(1).lower()) if match else None
+
+
 def side_of(part: str) -> str | None:
     """A, B or None for a folder name: A/, input/, train_A/ ... B/, target/, val_B/ ..."""
-    if part.lower() in SIDES:
-        return SIDES[part.lower()]
-    match = SPLIT_SIDE.fullmatch(part)
-    return match.group(2).upper() if match else None
+    side = side_folder(part)
+    return side and side[0]
 
 
 def find(root: str | Path, layout: str = "auto") -> Found:
@@ -130,40 +137,42 @@ def _match(root: Path, sides: dict[str, Side], layout: str, ignored: list[Path],
     return Found(layout, pairs, unpaired, ignored, sorted(a.doubles + b.doubles))
 
 
-def find_paired(root: Path, files: list[Path]) -> Found:
-    """A and B files keyed by their path with the side folder taken out, and their stem."""
+def _find(root: Path, files: list[Path], layout: str, locate) -> Found:
+    """Each image on the side `locate(its path's parts)` names, keyed by the folders it gives and the
+    stem; an image it places on neither side (None) is unpaired."""
     images, ignored = _split_files(files)
     sides = {"A": Side(), "B": Side()}
     outside = []
     for path in images:
-        parts = path.relative_to(root).parts
-        at = next((i for i, part in enumerate(parts[:-1]) if side_of(part)), None)
-        if at is None:
+        if place := locate(path.relative_to(root).parts):
+            side, folders = place
+            sides[side].add((*folders, path.stem), path)
+        else:
             outside.append(path)
-            continue
-        split = SPLIT_SIDE.fullmatch(parts[at])
-        sides[side_of(parts[at])].add((*parts[:at], split.group(1).lower() if split else "", *parts[at + 1:-1],
-                                       path.stem), path)
-    return _match(root, sides, "paired", ignored, outside)
+    return _match(root, sides, layout, ignored, outside)
+
+
+def find_paired(root: Path, files: list[Path]) -> Found:
+    """A and B files keyed by their path with the side folder taken out (the split it names kept),
+    and their stem."""
+    def locate(parts):
+        for at, part in enumerate(parts[:-1]):  # the side folder nearest the root
+            if side := side_folder(part):
+                return side[0], (*parts[:at], side[1], *parts[at + 1:-1])
+        return None
+    return _find(root, files, "paired", locate)
 
 
 def find_labels(root: Path, files: list[Path]) -> Found:
     """Label maps (A) in labels/ (masks/, annotations/) beside photos (B) in images/, keyed by the
     path below those folders and the stem: images/X.jpg ~ masks/X.png and images/training/X.jpg ~
     annotations/training/X.png (ADE20K)."""
-    images, ignored = _split_files(files)
-    sides = {"A": Side(), "B": Side()}
-    outside = []
-    for path in images:
-        parts = path.relative_to(root).parts
-        at = next((i for i, part in reversed(list(enumerate(parts[:-1])))
-                   if part.lower() in IMAGE_DIRS | LABEL_DIRS), None)
-        if at is None:
-            outside.append(path)
-            continue
-        side = "B" if parts[at].lower() in IMAGE_DIRS else "A"
-        sides[side].add((*parts[:at], *parts[at + 1:-1], path.stem), path)
-    return _match(root, sides, "labels", ignored, outside)
+    def locate(parts):
+        for at in reversed(range(len(parts) - 1)):  # the images/ or labels/ folder nearest the file
+            if parts[at].lower() in IMAGE_DIRS | LABEL_DIRS:
+                return "B" if parts[at].lower() in IMAGE_DIRS else "A", (*parts[:at], *parts[at + 1:-1])
+        return None
+    return _find(root, files, "labels", locate)
 
 
 def discover_cityscapes(root: str | Path) -> Found:

@@ -38,6 +38,11 @@ ASPECT_TOLERANCE = 0.02  # A and B of a pair may differ in size, by this much at
 SHOWN = 3  # problems of a kind named in the message; the rest are counted
 
 
+def shown(items, limit: int = SHOWN, sep: str = ", ") -> str:
+    """The first `limit` items joined by `sep`, then `sep` + "..." when there are more."""
+    return sep.join(map(str, items[:limit])) + (f"{sep}..." if len(items) > limit else "")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a dataset's pairs become tiles: which half holds a label map, its palette, the framing."""
@@ -156,20 +161,17 @@ def problems(root: Path, found: Found, failures: list[str], pairs: list[Pair]) -
     """One line for everything wrong with a folder's pairs (assigned to their splits), or None."""
     parts = []
     if found.doubles:
-        names = ", ".join(str(p.relative_to(root)) for p in found.doubles[:SHOWN])
-        parts.append(f"{len(found.doubles)} images share a name with another on their side ({names}"
-                     f"{', ...' if len(found.doubles) > SHOWN else ''}): keep one of each")
+        parts.append(f"{len(found.doubles)} images share a name with another on their side "
+                     f"({shown([p.relative_to(root) for p in found.doubles])}): keep one of each")
     missing = [s for s in SPLITS if not any(p.split == s for p in pairs)]
     if missing:
         parts.append(f"no {' or '.join(missing)} pairs: give {'them folders' if len(missing) > 1 else 'it a folder'} "
                      "or more pairs, or raise data.val_fraction")
     if found.unpaired:
-        names = ", ".join(str(p.relative_to(root)) for p in found.unpaired[:SHOWN])
         count = f"{len(found.unpaired)} image has" if len(found.unpaired) == 1 else f"{len(found.unpaired)} images have"
-        parts.append(f"{count} no partner ({names}{', ...' if len(found.unpaired) > SHOWN else ''})")
+        parts.append(f"{count} no partner ({shown([p.relative_to(root) for p in found.unpaired])})")
     if failures:
-        parts.append(f"{len(failures)} of {len(pairs)} pairs cannot be used: " + "; ".join(failures[:SHOWN])
-                     + ("; ..." if len(failures) > SHOWN else ""))
+        parts.append(f"{len(failures)} of {len(pairs)} pairs cannot be used: {shown(failures, sep='; ')}")
     return f"{root}: " + "; ".join(parts) + "; mend these and run again" if parts else None
 
 
