@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import typer
@@ -249,20 +247,14 @@ def demo(model: str = typer.Argument("models/generator.pt", help="a generator fi
     \b
     Example: pix2pix demo     (then open the printed address; Ctrl-C stops it)
     """
-    from pix2pix.demo import Demo, serve
+    from pix2pix.demo import Demo, serve, serve_forever
     from pix2pix.distributed import pick_device
 
     page = Demo(model, pick_device(device), tiles if tiles.is_dir() else None, metrics)
     server = serve(page, host, port)
-    typer.echo(f"pix2pix demo of {model} at http://{host}:{server.server_address[1]}", err=False)
+    typer.echo(f"pix2pix demo of {model} at http://{host}:{server.server_address[1]}")
     sys.stdout.flush()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    stop.wait()
-    server.shutdown()
-    server.server_close()
+    serve_forever(server)
 
 
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Your own pairs: see them as the pipeline will, before a long run.")

@@ -9,10 +9,10 @@ canvas) gets a message on the page; it never stops the server.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import logging
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,13 +22,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pix2pix.data.device_data import halves
 from pix2pix.data.framing import MAX_PIXELS
 from pix2pix.data.images import FORMATS, read_rgb
 from pix2pix.data.sources import DATASETS
 from pix2pix.data.tiles import read_info, read_manifest
 from pix2pix.errors import Pix2PixError
 from pix2pix.generation import check_mode
-from pix2pix.translate import load_model, model_input, read_input, translate_image
+from pix2pix.tracking import MODEL_MD5, local_store, model_md5, project_tracking_uri
+from pix2pix.translate import MLFLOW_URIS, load_model, model_input, read_input, translate_image
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("demo.html")
@@ -105,8 +107,7 @@ def starting_samples(tiles: Path, model: dict) -> list[bytes]:
         log.warning("no starting samples (%s)", err)
         return []
     size = model["image_size"]
-    return [encode(t[:, :size] if model["direction"] == "AtoB" else t[:, size:2 * size]) for t in tiles_
-            if t.shape[0] == size]
+    return [encode(halves(t, model["direction"], size)[0]) for t in tiles_ if t.shape[0] == size]
 
 
 def facts(source: str, model: dict, metrics: Path | None) -> dict:
@@ -124,9 +125,9 @@ def facts(source: str, model: dict, metrics: Path | None) -> dict:
 
 def mlflow_run(path: str) -> str | None:
     """The run that made a model file (its tag model_md5), in the project's store if there is one."""
+    if path.startswith(MLFLOW_URIS):  # not a file: no md5 to look up
+        return None
     try:
-        from pix2pix.tracking import local_store, project_tracking_uri
-
         uri = project_tracking_uri()
         store = local_store(uri)
         if store is not None and not store.exists():
@@ -134,8 +135,8 @@ def mlflow_run(path: str) -> str | None:
         import mlflow
 
         client = mlflow.MlflowClient(uri)
-        md5 = hashlib.md5(Path(path).read_bytes()).hexdigest()
-        runs = client.search_runs([e.experiment_id for e in client.search_experiments()], f"tags.model_md5 = '{md5}'")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  f"tags.{MODEL_MD5} = '{model_md5(path)}'")
         return runs[0].info.run_id if runs else None
     except Exception as err:  # the facts are a courtesy: a store that does not answer costs no demo
         log.info("no MLflow run found for %s (%s)", path, err)
@@ -146,6 +147,8 @@ def handler(demo: Demo, hosts: set[str] | None):
     """The request handler; `hosts`: the Host headers to answer (None: any, for a non-loopback
     bind), so that a web page elsewhere cannot drive the demo through the browser's loopback."""
 
+    page = PAGE.read_bytes()  # once, not on every GET /
+
     class Handler(BaseHTTPRequestHandler):
         timeout = TIMEOUT_S
 
@@ -153,7 +156,7 @@ def handler(demo: Demo, hosts: set[str] | None):
             if not self.allowed():
                 return
             if self.path in ("/", "/index.html"):
-                return self.send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
+                return self.send(200, page, "text/html; charset=utf-8")
             if self.path == "/api/model":
                 return self.json(200, demo.info())
             if self.path.startswith("/api/sample/"):
@@ -223,3 +226,19 @@ def serve(demo: Demo, host: str, port: int) -> ThreadingHTTPServer:
     hosts = {f"{name}:{bound}" for name in (*LOOPBACK, "[::1]")} if host in LOOPBACK else None
     server.RequestHandlerClass = handler(demo, hosts)
     return server
+
+
+def serve_forever(server: ThreadingHTTPServer) -> None:
+    """Serve until this process gets SIGTERM or SIGINT (Ctrl-C), then stop the server and free its
+    port; the previous signal handlers come back afterwards. The handlers are in place before the
+    server starts, and the server runs in a thread, so a signal only sets the event this one waits on."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        stop.wait()
+        server.shutdown()
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+        server.server_close()

@@ -56,9 +56,9 @@ def fid_scorer(pairs_uint8: torch.Tensor, kind: str, device, modes: tuple[str, .
     return FidScorer(split_pair(to_unit(pairs_uint8))[1], kind, device, cache_dir("fid"), modes)
 
 
-def split_size(pairs_uint8: torch.Tensor, split: str, fid: bool) -> dict:
-    """{split}_images, and whether the split is too small for its FID to rank runs (said in the log too)."""
-    few = fid and len(pairs_uint8) < MIN_IMAGES
+def split_size(pairs_uint8: torch.Tensor, split: str, scorer: FidScorer) -> dict:
+    """{split}_images, and whether the split is too small for the scorer's FID to rank runs (said in the log too)."""
+    few = scorer.name != "none" and len(pairs_uint8) < MIN_IMAGES
     if few:
         log.warning("the %s split has %d images, fewer than %d: its FID is too noisy to rank runs; compare %s_KID "
                     "against its spread %s_KID_std, or give the split more images", split, len(pairs_uint8),
@@ -90,7 +90,7 @@ def evaluate(cfg, model_path: str | Path, best_model_path: str | Path, tiles_dir
     scorer = fid_scorer(test, cfg.eval.fid_extractor, device, MODES)  # the published protocol beside clean-fid's
     metrics = {**split_metrics(cfg, G, test, scorer, "test", Path(grid_path),
                               f"test split, final generator (epoch {bundle['epoch']})"),
-               **split_size(test, "test", scorer.name != "none"), **baseline}
+               **split_size(test, "test", scorer), **baseline}
     G, bundle = generator_file.load(best_model_path, device)
     metrics.update(split_metrics(cfg, G, test, scorer, "best_test", Path(best_grid_path),
                                 f"test split, best epoch's generator (epoch {bundle['epoch']})"),

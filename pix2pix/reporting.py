@@ -8,7 +8,6 @@ one; the others get a Silent reporter.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pix2pix.curves import save_curves
 from pix2pix.evaluation import fid_scorer, mean_image_l1, mean_target, score, split_size
 from pix2pix.files import atomic_path
 from pix2pix.grids import comparison, evolution, save
-from pix2pix.tracking import EpochLog, MlflowRun, run_environment
+from pix2pix.tracking import MODEL_MD5, EpochLog, MlflowRun, model_md5, run_environment
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class Reporter:
     a resumed run continues (its rows, best epoch and MLflow run)."""
 
     def __init__(self, cfg: Config, data, files: RunFiles, checkpoint_dir: Path, state: Checkpoint | None):
-        self.cfg, self.val_data, self.dataset_hash, self.description = cfg, data.val, data.hash, data.generator
+        self.cfg, self.val_data, self.description = cfg, data.val, data.generator
         self.checkpoint_dir, self.files, self.grids = checkpoint_dir, files, files.grids
         self.best_path = checkpoint_dir / "best.pt"
         report = state.report if state else {"rows": [], "best": None, "mlflow_run_id": None}
@@ -66,7 +65,7 @@ class Reporter:
         baseline = mean_image_l1(mean_target(data.train, cfg.image_size), self.val_data, "val")
         self.run.log_metrics(baseline, step=0)
         self.log = EpochLog(files.metrics, files.epochs, rows=report["rows"],
-                            summary={**environment, **baseline, **split_size(self.val_data, "val", self.scorer.name != "none")})
+                            summary={**environment, **baseline, **split_size(self.val_data, "val", self.scorer)})
         self.best: dict | None = report["best"]
         self.last_row: dict = self.log.rows[-1] if self.log.rows else {}
 
@@ -110,7 +109,7 @@ class Reporter:
         with atomic_path(best_model_path) as tmp:
             shutil.copyfile(self.best_path, tmp)
         # DVC's hash of the model file (dvc.lock's md5): the key from a commit's model to its run
-        self.run.set_tags({"model_md5": hashlib.md5(Path(model_path).read_bytes()).hexdigest()})
+        self.run.set_tags({MODEL_MD5: model_md5(model_path)})
         self.run.log_model(model_path, self.cfg.image_size)
 
     def close(self) -> None:
@@ -126,6 +125,6 @@ class Silent:
     def log_step_losses(self, losses: dict, step: int) -> None: ...
     def epoch(self, engine, row: dict) -> None: ...
     def state(self) -> dict: return {}
-    def checkpoint(self, state: dict) -> None: ...
+    def checkpoint(self, state: Checkpoint) -> None: ...
     def finish(self, engine, model_path, best_model_path) -> None: ...
     def close(self) -> None: ...

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import subprocess
@@ -134,6 +135,14 @@ def check_tracking_store(cfg: Config) -> None:
     except (OSError, ValueError) as err:
         raise Pix2PixError(f"mlflow.tracking_uri {uri} does not answer ({getattr(err, 'reason', err)}); start the "
                            "server, fix the URI (or MLFLOW_TRACKING_URI), or set mlflow.enabled: false") from None
+
+
+MODEL_MD5 = "model_md5"  # a run's tag: model_md5 of the generator file it made
+
+
+def model_md5(path: str | Path) -> str:
+    """DVC's hash of a model file (dvc.lock's md5): the key from a commit's model to its MLflow run."""
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
 def model_signature():

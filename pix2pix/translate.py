@@ -76,7 +76,7 @@ def model_input(image: np.ndarray, model: dict, source: str = "input", colours: 
     """(H, W) class ids or (H, W, 3) uint8 -> the (H, W, 3) the model takes: a label model colours
     class ids (a grey map whose values are all ids of its palette, as images.as_ids reads them, unless
     `colours` says it holds colours) with its palette; a colour map, or any photo, passes as it is."""
-    palette = model["input"]["palette"] if model["input"]["label"] else None
+    palette = model["input"]["palette"]  # None unless a label model's (generator_file.describe)
     if image.ndim == 3 and palette and not colours:
         image = as_ids(image, len(palette["colours"]))
     if image.ndim == 3:
@@ -85,18 +85,19 @@ def model_input(image: np.ndarray, model: dict, source: str = "input", colours: 
         if model["input"]["label"]:
             raise Pix2PixError(f"{source}: class ids, but this model has no palette to colour them; give a colour "
                                "label map")
-        return np.repeat(image[..., None], 3, axis=2)  # a grey photo
+        return np.repeat(image[..., None], 3, axis=2)  # a grey photo: a ragged batch to the MLflow model can hold one
     return Palette.from_dict(palette).colour(image, str(source), fix="give a label map of this model's classes")
 
 
 def read_input(path, model: dict, name: str | None = None) -> np.ndarray:
     """An input file (a path or a file object) as the model takes it (module docstring)."""
-    palette = model["input"]["palette"] if model["input"]["label"] else None
     if model["input"]["label"]:
+        palette = model["input"]["palette"]
         image = read_label(path, len(palette["colours"]) if palette else None, name)
     else:
         image = read_rgb(path, name)
-    return model_input(image, model, name or str(path))
+    # colours: read_label has already told class ids from colours (as_ids); a photo has no palette
+    return model_input(image, model, name or str(path), colours=True)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -24,9 +24,15 @@ from pix2pix.errors import Pix2PixError
 log = logging.getLogger(__name__)
 
 
+def halves(tiles: np.ndarray, direction: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input, target) of A|B tiles (..., H, 2 * size, 3): (A, B) for AtoB, else (B, A)."""
+    a, b = tiles[..., :size, :], tiles[..., size:2 * size, :]
+    return (a, b) if direction == "AtoB" else (b, a)
+
+
 def load_split(tiles_dir: str | Path, split: str, direction: str, device: torch.device | str = "cpu",
                size: int | None = None) -> torch.Tensor:
-    """The split's pairs; with `size`, its tiles must be that side (tiles.tile_size)."""
+    """The split's pairs; with `size`, its tiles must be that side (Config.tile_size)."""
     tiles_dir = Path(tiles_dir)
     manifest = read_manifest(tiles_dir)
     names = manifest.loc[manifest["split"] == split, "tile"].tolist()
@@ -37,9 +43,7 @@ def load_split(tiles_dir: str | Path, split: str, direction: str, device: torch.
     if size is not None and (tiles.shape[1], width) != (size, size):
         raise Pix2PixError(f"{tiles_dir}: the {split} tiles are {width}x{tiles.shape[1]}, the params ask for {size}x{size} "
                            "(image_size, and augment.load_scale for train); re-run prepare (dvc repro prepare)")
-    a, b = tiles[:, :, :width], tiles[:, :, width:]
-    pair = (a, b) if direction == "AtoB" else (b, a)
-    data = torch.from_numpy(np.concatenate(pair, axis=-1)).permute(0, 3, 1, 2).contiguous()
+    data = torch.from_numpy(np.concatenate(halves(tiles, direction, width), axis=-1)).permute(0, 3, 1, 2).contiguous()
     return data.to(device)
 
 
